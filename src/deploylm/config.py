@@ -1,0 +1,101 @@
+"""Typed, validated stage configs. One schema per stage: the CLI's --config file, the pipeline
+YAML and the manifest all use it, so a manifest's config can be fed back to reproduce a run."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+TaskName = Literal["classification", "token-classification"]
+
+
+class StageConfig(BaseModel):
+    """Base: unknown keys are an error (a misspelt key must never be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class DataConfig(StageConfig):
+    data: str = Field(description="dataset directory, alias (sst2, conll2003, ...) or hf:NAME[:CONFIG]")
+    text_column: str | None = None
+    label_column: str | None = None
+    train_split: str = "train"
+    eval_split: str = "dev"
+    max_train_samples: int | None = Field(default=None, gt=0)
+    max_eval_samples: int | None = Field(default=None, gt=0)
+
+
+class FinetuneConfig(DataConfig):
+    model: str = "minilm-l6"
+    task: TaskName = "classification"
+    epochs: float = Field(default=3.0, gt=0)
+    learning_rate: float = Field(default=2e-5, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    eval_batch_size: int = Field(default=64, gt=0)
+    max_length: int = Field(default=128, gt=1, le=8192)
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    seed: int = 42
+    logging_steps: int = Field(default=50, gt=0)
+
+
+class EvalConfig(DataConfig):
+    batch_size: int = Field(default=64, gt=0)
+
+
+C = TypeVar("C", bound=StageConfig)
+
+
+def _read_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Config file {p} does not exist. Pass the path of a YAML or JSON file.")
+    text = p.read_text()
+    try:
+        if p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # yaml/json each raise their own types
+        raise ConfigError(f"Config file {p} is not valid YAML/JSON: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {p} must hold a mapping of option: value, not {type(data).__name__}.")
+    return data
+
+
+def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
+    """Validate `values` against `cls`; turn pydantic's errors into one readable ConfigError."""
+    known = set(cls.model_fields)
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise ConfigError(
+            f"Unknown key(s) in {source}: {', '.join(hints)}. Valid keys for this stage: {', '.join(sorted(known))}."
+        )
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"Invalid {source}: {problems}.") from None
+
+
+def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:
+    """File values first, then every override that is not None (CLI flags win over the file)."""
+    values: dict[str, Any] = _read_file(path) if path else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return build_config(cls, values, source=str(path) if path else "options")

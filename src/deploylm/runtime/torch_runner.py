@@ -1,0 +1,44 @@
+"""PyTorch eager runner for a transformers-format artifact (or any loaded model)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import settings
+from .base import register_runner
+
+
+class TorchRunner:
+    backend = "torch"
+
+    def __init__(self, model, threads: int | None = None, dtype: str | None = None):
+        import torch
+
+        torch.set_num_threads(threads or settings.num_threads())
+        self._torch = torch
+        self.model = model.eval()
+        self.dtype = dtype
+        import inspect
+
+        accepted = set(inspect.signature(self.model.forward).parameters)
+        self.input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
+
+    def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        feeds = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items() if k in self.input_names}
+        with torch.inference_mode():
+            if self.dtype == "bf16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out = self.model(**feeds)
+            else:
+                out = self.model(**feeds)
+        return {"logits": out.logits.float().numpy()}
+
+
+@register_runner("transformers")
+def open_torch_runner(artifact, threads: int | None = None, **_ignored) -> TorchRunner:
+    from ..tasks import get_task
+
+    task = get_task(artifact.task)
+    model = task.load_model(str(artifact.path))
+    return TorchRunner(model, threads=threads, dtype=artifact.manifest.get("dtype"))

@@ -1,0 +1,27 @@
+"""One module per task: pre-processing, model head, post-processing, metric. The only place task logic lives."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import Task
+
+_TASKS = {
+    "classification": "deploylm.tasks.classification:ClassificationTask",
+    "token-classification": "deploylm.tasks.token_classification:TokenClassificationTask",
+}
+
+
+def task_names() -> list[str]:
+    return list(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    if name not in _TASKS:
+        raise ConfigError(f"Unknown task '{name}'. Supported tasks: {', '.join(_TASKS)}.")
+    import importlib
+
+    module, cls = _TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+__all__ = ["Task", "get_task", "task_names"]

@@ -1,0 +1,78 @@
+"""What every task provides, and the batched inference loop they share (through a Runner)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..runtime.batching import length_batches, pad_batch
+
+
+class Task:
+    name: str
+    primary_metric: str
+    auto_model: str  # transformers Auto class name
+
+    # --- training -------------------------------------------------------------------
+    def label_set(self, targets: list) -> list[str]:
+        raise NotImplementedError
+
+    def train_features(self, examples, tokenizer, label2id: dict[str, int], max_length: int) -> list[dict]:
+        raise NotImplementedError
+
+    def collator(self, tokenizer):
+        raise NotImplementedError
+
+    def trainer_metrics(self, id2label: dict[int, str]):
+        raise NotImplementedError
+
+    # --- inference ------------------------------------------------------------------
+    def encode(self, inputs: Sequence, tokenizer, max_length: int) -> tuple[list[dict], list[Any]]:
+        """-> (features: one dict of token lists per input, aux: what decode needs per input)"""
+        raise NotImplementedError
+
+    def decode(self, logits: np.ndarray, aux: Any, id2label: dict[int, str]) -> Any:
+        raise NotImplementedError
+
+    def score(self, predictions: list, targets: list) -> dict[str, float]:
+        raise NotImplementedError
+
+    def check_targets(self, targets: list, labels: list[str], source: str) -> None:
+        raise NotImplementedError
+
+    # --- shared ---------------------------------------------------------------------
+    def load_model(self, location: str, labels: list[str] | None = None, **kwargs):
+        import transformers
+
+        auto = getattr(transformers, self.auto_model)
+        if labels is not None:
+            kwargs.update(
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={l: i for i, l in enumerate(labels)},
+                ignore_mismatched_sizes=True,
+            )
+        return auto.from_pretrained(location, **kwargs)
+
+    def predict(self, runner, tokenizer, inputs: Sequence, labels: list[str], max_length: int,
+                batch_size: int = 32, progress=None) -> list:
+        features, aux = self.encode(inputs, tokenizer, max_length)
+        logits = run_features(runner, features, tokenizer.pad_token_id or 0, batch_size, progress)
+        id2label = dict(enumerate(labels))
+        return [self.decode(lg, a, id2label) for lg, a in zip(logits, aux)]
+
+
+def run_features(runner, features: list[dict], pad_id: int, batch_size: int, progress=None) -> list[np.ndarray]:
+    """Run every feature through the runner in length-sorted batches; return per-example
+    logits in input order, with padding positions removed."""
+    out: list[np.ndarray | None] = [None] * len(features)
+    for idx in length_batches(features, batch_size):
+        batch = pad_batch([features[i] for i in idx], pad_id, runner.input_names)
+        logits = runner.run(batch)["logits"]
+        for row, i in enumerate(idx):
+            n = len(features[i]["input_ids"])
+            out[i] = logits[row] if logits.ndim == 2 else logits[row, :n]
+        if progress is not None:
+            progress(len(idx))
+    return out  # type: ignore[return-value]
