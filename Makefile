@@ -31,7 +31,7 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not realmodel and not e2e" $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python -m deploylm.bench.run_all
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf runs .pytest_cache

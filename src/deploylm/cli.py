@@ -145,6 +145,27 @@ def inspect(artifact: Path, as_json: bool = typer.Option(False, "--json"),
     out.print(table)
 
 
+# Commands of other parts of deploylm (optimise, serve, ...) register themselves here, each from
+# its own module, so that cli.py does not grow with every capability.
+PLUGIN_MODULES = ("deploylm.optimize.cli", "deploylm.serving.cli", "deploylm.bench.cli")
+
+
+def _register_plugins() -> None:
+    import importlib
+
+    for name in PLUGIN_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_plugins()
+
+
 def main() -> None:
     try:
         app()

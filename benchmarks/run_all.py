@@ -1,0 +1,52 @@
+"""`make bench`: run each benchmark section script, then assemble BENCHMARKS.md from their results.
+
+Each section is benchmarks/<name>.py; it writes benchmarks/results/<name>.md (figures, the command
+that produced them, comparisons side by side) and any plots next to it. Run a subset with
+`make bench SECTIONS="optimize serve"`; sections not re-run keep their last committed results.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = ["finetune", "optimize", "serve"]
+
+
+def main() -> int:
+    wanted = os.environ.get("SECTIONS", "").split() or ORDER
+    for name in wanted:
+        script = HERE / f"{name}.py"
+        if not script.is_file():
+            print(f"no benchmark section {name} ({script} missing)", file=sys.stderr)
+            return 2
+        print(f"== benchmark section: {name}", flush=True)
+        rc = subprocess.call([sys.executable, str(script)])
+        if rc != 0:
+            print(f"section {name} failed with exit code {rc}", file=sys.stderr)
+            return rc
+    sys.path.insert(0, str(HERE.parent / "src"))
+    from deploylm.machine import machine_info
+
+    m = machine_info()
+    parts = [
+        "# deploylm benchmarks\n",
+        "Produced by `make bench` (`python benchmarks/run_all.py`; one section: `SECTIONS=optimize make bench`).\n"
+        "Each section names the exact command behind its figures. Comparisons are run side by side in the same\n"
+        "script and reported as ratios, because this machine is shared and noisy.\n",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['platform']}, Python {m['python']}.\n",
+    ]
+    for name in ORDER:
+        res = HERE / "results" / f"{name}.md"
+        if res.is_file():
+            parts.append(res.read_text().rstrip() + "\n")
+    (HERE.parent / "BENCHMARKS.md").write_text("\n".join(parts))
+    print("wrote BENCHMARKS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Shared fixtures. Unit tests use tiny random-weight models built here (seconds, no downloads);
+the tokenizer is the packaged MiniLM's (on local disk), so text handling is real."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def minilm_dir() -> Path:
+    from deploylm.models import resolve_model
+
+    return Path(resolve_model("minilm-l6").location)
+
+
+def build_tiny_artifact(out: Path, task: str = "classification", labels=None, seed: int = 0, max_length: int = 64,
+                        attn: str = "eager"):
+    """A real deploylm artifact holding a random 2-layer BERT (hidden 32) with the MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig
+
+    from deploylm.artifacts import create_artifact
+    from deploylm.tasks import get_task
+
+    if labels is None:
+        labels = ["negative", "positive"] if task == "classification" else ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, num_labels=len(labels),
+                     id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    import transformers
+
+    auto = getattr(transformers, get_task(task).auto_model)
+    model = auto.from_config(cfg, attn_implementation=attn).eval()
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return create_artifact(out, write, stage="finetune", config={"tiny": True, "seed": seed}, parent=None,
+                           task=task, labels=list(labels), max_length=max_length)
+
+
+@pytest.fixture(scope="session")
+def tiny_cls(tmp_path_factory):
+    """Tiny random classification artifact (session-wide; do not modify it — copy it first)."""
+    return build_tiny_artifact(tmp_path_factory.mktemp("tiny") / "cls", "classification")
+
+
+@pytest.fixture(scope="session")
+def tiny_ner(tmp_path_factory):
+    return build_tiny_artifact(tmp_path_factory.mktemp("tiny") / "ner", "token-classification")
+
+
+@pytest.fixture
+def sst2_dir(tmp_path) -> Path:
+    """A small SST-2-layout dataset written by the test (train 64 / dev 32 rows)."""
+    d = tmp_path / "sst2mini"
+    d.mkdir()
+    pos = ["a great and moving film", "wonderful acting , lovely story", "funny and warm", "a delight from start to end"]
+    neg = ["a dull , tedious mess", "boring and far too long", "the plot makes no sense", "awful dialogue , flat acting"]
+    for split, n in (("train", 64), ("dev", 32)):
+        rows = ["sentence\tlabel"] + [f"{(pos if i % 2 else neg)[i % 4]} {i}\t{i % 2}" for i in range(n)]
+        (d / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    return d
+
+
+@pytest.fixture
+def conll_dir(tmp_path) -> Path:
+    d = tmp_path / "conllmini"
+    d.mkdir()
+    sents = [
+        [("John", "B-PER"), ("lives", "O"), ("in", "O"), ("Paris", "B-LOC"), (".", "O")],
+        [("Mary", "B-PER"), ("Smith", "I-PER"), ("visited", "O"), ("Berlin", "B-LOC")],
+    ]
+    for name, reps in (("eng.train", 16), ("eng.testa", 4), ("eng.testb", 4)):
+        lines = ["-DOCSTART- -X- -X- O", ""]
+        for i in range(reps):
+            for tok, tag in sents[i % 2]:
+                lines.append(f"{tok} NNP B-NP {tag}")
+            lines.append("")
+        (d / name).write_text("\n".join(lines))
+    return d
