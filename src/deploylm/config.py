@@ -42,6 +42,7 @@ class FinetuneConfig(DataConfig):
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)
     seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     logging_steps: int = Field(default=50, gt=0)
 
 

@@ -42,3 +42,10 @@ def mpnet_dir() -> Path | None:
     env = os.environ.get("DEPLOYLM_MPNET_DIR")
     path = Path(env) if env else _REPO_ROOT / ".models" / "all-mpnet-base-v2"
     return path if path.is_dir() else None
+
+
+def peer_python() -> Path | None:
+    """Python of the Optimum peer's own venv (benchmarks): $DEPLOYLM_PEER_PYTHON or benchmarks/.peer-venv."""
+    env = os.environ.get("DEPLOYLM_PEER_PYTHON")
+    path = Path(env) if env else _REPO_ROOT / "benchmarks" / ".peer-venv" / "bin" / "python"
+    return path if path.is_file() else None

@@ -43,9 +43,13 @@ class Task:
 
     # --- shared ---------------------------------------------------------------------
     def load_model(self, location: str, labels: list[str] | None = None, **kwargs):
+        import torch
         import transformers
 
         auto = getattr(transformers, self.auto_model)
+        # transformers 5 keeps the checkpoint's dtype by default; an fp16/bf16 checkpoint would then train
+        # (and overflow) in half precision. Weights are fp32 here; reduced precision is a quantize stage.
+        kwargs.setdefault("dtype", torch.float32)
         if labels is not None:
             kwargs.update(
                 num_labels=len(labels),

@@ -17,6 +17,7 @@ from ..artifacts import Artifact, check_output, create_artifact
 from ..config import FinetuneConfig
 from ..data import load_dataset
 from ..errors import ArtifactError, ConfigError, ModelError
+from ..machine import machine_info
 from ..models.registry import hub_error, resolve_model
 from ..tasks import get_task
 from .progress import LossThroughputCallback
@@ -60,7 +61,6 @@ def _eval_every(steps_per_epoch: int) -> int:
 def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, resume: bool = False) -> Artifact:
     import torch
     from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
-    from datasets import Dataset
 
     output = Path(output)
     if not (resume and checkpoint_dir(output).exists()):
@@ -88,8 +88,9 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
             raise ModelError(f"Could not load a model from {source.location}: {exc}") from None
         raise hub_error(source, exc) from None
     label2id = {l: i for i, l in enumerate(labels)}
-    train_ds = Dataset.from_list(task.train_features(train, tokenizer, label2id, cfg.max_length))
-    dev_ds = Dataset.from_list(task.train_features(dev, tokenizer, label2id, cfg.max_length))
+    # Plain lists of feature dicts: Trainer only needs len() and indexing.
+    train_ds = task.train_features(train, tokenizer, label2id, cfg.max_length)
+    dev_ds = task.train_features(dev, tokenizer, label2id, cfg.max_length)
 
     ckpt = checkpoint_dir(output)
     resume_from = _prepare_checkpoints(ckpt, cfg, resume, overwrite)
@@ -101,7 +102,7 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
         lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         eval_strategy="steps", save_strategy="steps", eval_steps=every, save_steps=every, save_total_limit=2,
         load_best_model_at_end=True, metric_for_best_model=task.primary_metric, greater_is_better=True,
-        logging_steps=min(cfg.logging_steps, every), seed=cfg.seed, data_seed=cfg.seed, use_cpu=True,
+        logging_steps=min(cfg.logging_steps, every), seed=cfg.seed, data_seed=cfg.seed, use_cpu=_use_cpu(cfg.device),
         report_to="none", dataloader_num_workers=0, disable_tqdm=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
@@ -110,7 +111,7 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume_from else None)
     seconds = time.perf_counter() - started
-    model = trainer.model.eval()
+    model = trainer.model.to("cpu").eval()  # evaluated and saved the way it will be served here
 
     from ..evaluation import evaluate_model
 
@@ -120,6 +121,7 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
         "samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
         "final_train_loss": round(result.training_loss, 4), "best_checkpoint": trainer.state.best_model_checkpoint,
         "threads": torch.get_num_threads(), "resumed": bool(resume_from),
+        "device": str(trainer.args.device), "machine": machine_info(),
     }
 
     def write(tmp: Path) -> None:
@@ -134,6 +136,14 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
     )
     shutil.rmtree(ckpt, ignore_errors=True)
     return art
+
+
+def _use_cpu(device: str) -> bool:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but torch sees no CUDA GPU. Use device: auto or cpu.")
+    return device == "cpu" or not torch.cuda.is_available()
 
 
 def train_subset(examples, n: int | None, seed: int):

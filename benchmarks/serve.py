@@ -1,0 +1,351 @@
+"""Serving benchmark -> benchmarks/results/serve.md (+ serve_latency.png).
+
+Compared in one run, interleaved round by round (neighbours on the host cause slow phases):
+  (a) the raw runner in-process (tokenize + run + decode): batch 32 in arrival order (the ceiling a server
+      could reach), and batch 1 (the floor of a single request's latency);
+  (b) `deploylm serve` over HTTP (/v1 predict) and gRPC (OIP ModelInfer) at concurrency 1/8/32/64,
+      one text per request, closed loop (deploylm.serving.loadgen, the engine of `deploylm bench-serve`);
+  (c) a naive baseline written below: FastAPI + transformers `pipeline`, one forward pass per request.
+Targets: HTTP throughput at c=32 >= 0.85x raw batch-32 and >= 5x naive; HTTP p50 at c=1 <= raw batch-1 p50 + 2 ms.
+
+    python benchmarks/serve.py [--model DIR] [--duration 10] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BENCH_MODEL = ROOT / "runs" / "bench" / "sst2-minilm"
+DEV_MODEL = ROOT / "runs" / "dev" / "serve-sst2"
+LEVELS = (1, 8, 32, 64)
+
+
+# ---- (c) the naive baseline: the server people write first ---------------------------------------
+def naive_server(artifact: str, port: int) -> None:
+    import uvicorn
+    from fastapi import FastAPI
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=artifact, tokenizer=artifact, device="cpu")
+    app = FastAPI()
+
+    @app.post("/v1/models/{name}/predict")
+    def predict(name: str, body: dict):  # sync: FastAPI runs it in its thread pool, one forward per request
+        return {"predictions": [pipe(body["inputs"][0])[0]]}
+
+    @app.get("/ready")
+    def ready():
+        return {"ready": True}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def pick_model(arg: str | None) -> tuple[Path, str]:
+    if arg:
+        return Path(arg), "given with --model"
+    if (BENCH_MODEL / "manifest.json").is_file():
+        return BENCH_MODEL, "runs/bench/sst2-minilm (the lead's benchmark model)"
+    if not (DEV_MODEL / "manifest.json").is_file():
+        print("runs/bench/sst2-minilm is missing: fine-tuning a stand-in (2000 SST-2 examples, 1 epoch)", flush=True)
+        subprocess.run([str(ROOT / ".venv" / "bin" / "deploylm"), "finetune", "--model", "minilm-l6", "--task",
+                        "classification", "--data", "sst2", "--output", str(DEV_MODEL), "--max-train-samples",
+                        "2000", "--epochs", "1"], check=True)
+    return DEV_MODEL, "runs/dev/serve-sst2 (stand-in: minilm-l6 fine-tuned on 2000 SST-2 examples, 1 epoch)"
+
+
+def find_int8(model: Path) -> Path | None:
+    """An ONNX int8 artifact derived from `model` (made by `deploylm quantize`), if one exists in runs/."""
+    for manifest in sorted((ROOT / "runs").glob("*/*/manifest.json")):
+        m = json.loads(manifest.read_text())
+        parent = (m.get("parent") or {}).get("path", "")
+        if m.get("format") == "onnx" and "int8" in json.dumps(m.get("config", {})) and \
+                Path(parent).resolve() == model.resolve():
+            return manifest.parent
+    return None
+
+
+def start(cmd: list[str], ready_url_from_log, log: Path, env=None) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env or os.environ.copy())
+    import httpx
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        url = ready_url_from_log(log.read_text())
+        if url:
+            try:
+                if httpx.get(url[1], timeout=2).status_code == 200:
+                    return proc, url[0]
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.3)
+    proc.kill()
+    raise SystemExit(f"server did not start: {' '.join(cmd)}\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def raw_runner(artifact, texts: list[str], seconds: float) -> dict:
+    """In a worker thread, as the server's batcher runs it (torch's OpenMP team in the main thread behaves
+    differently when the host is busy: 2-thread batch-1 calls took 230 ms there vs 1 ms in a thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deploylm.evaluation import load_tokenizer
+    from deploylm.runtime import open_runner
+    from deploylm.tasks import get_task
+
+    global _RAW
+    if "_RAW" not in globals():  # opened in one thread and run in another, exactly as the server does
+        _RAW = (open_runner(artifact), load_tokenizer(artifact), get_task(artifact.task))
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(_raw_runner, artifact, texts, seconds).result()
+
+
+def _raw_runner(artifact, texts: list[str], seconds: float) -> dict:
+    """In-process ceiling and floor: batch 32 in arrival order, and batch 1, each with tokenize + decode."""
+    runner, tok, task = _RAW
+    predict = lambda batch: task.predict(runner, tok, batch, artifact.labels, artifact.max_length, 32)  # noqa: E731
+    predict(texts[:32])
+    done, t0, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        predict(texts[i: i + 32] or texts[:32])
+        done += len(texts[i: i + 32] or texts[:32])
+        i = (i + 32) % len(texts)
+    throughput = done / (time.perf_counter() - t0)
+    lat, t0, i = [], time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds / 2:
+        s = time.perf_counter()
+        predict([texts[i % len(texts)]])
+        lat.append((time.perf_counter() - s) * 1000)
+        i += 1
+    return {"throughput_b32": throughput, "p50_b1_ms": float(np.median(lat)), "p99_b1_ms": float(np.percentile(lat, 99)),
+            "latencies_ms": lat}
+
+
+def batch_stats(url: str, name: str) -> tuple[float, float]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    vals = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.labels.get("model") == name and s.name in ("deploylm_batch_size_sum", "deploylm_batch_size_count")}
+    return vals.get("deploylm_batch_size_sum", 0.0), vals.get("deploylm_batch_size_count", 0.0)
+
+
+def run_level(name: str, url: str, grpc_target: str | None, model: str, texts, c: int, args) -> dict:
+    from deploylm.serving.loadgen import run_levels
+
+    before = batch_stats(url, model) if name != "naive" else (0.0, 0.0)
+    res = run_levels(url, model, texts, [c], args.duration, args.warmup, grpc_target)[0]
+    after = batch_stats(url, model) if name != "naive" else (0.0, 0.0)
+    count = after[1] - before[1]
+    row = {"variant": name, **res.as_dict(), "mean_batch": (after[0] - before[0]) / count if count else None,
+           "latencies_ms": res.latencies_ms}
+    print(f"  {name:>10} c={c:<3} {res.throughput:7.1f} req/s  p50 {res.p50_ms:6.2f} ms  p99 {res.p99_ms:7.2f} ms  "
+          f"errors {res.error_rate:.1%}" + (f"  mean batch {row['mean_batch']:.1f}" if row["mean_batch"] else ""),
+          flush=True)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model")
+    parser.add_argument("--int8", help="ONNX int8 artifact to serve too (default: found in runs/ by parent)")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--naive-server", nargs=2, metavar=("ARTIFACT", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.naive_server:
+        naive_server(args.naive_server[0], int(args.naive_server[1]))
+        return 0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from deploylm.artifacts import Artifact
+    from deploylm.machine import machine_info
+    from deploylm.serving.loadgen import load_texts
+
+    model_dir, model_note = pick_model(args.model)
+    int8_dir = Path(args.int8) if args.int8 else find_int8(model_dir)
+    artifact = Artifact.open(model_dir)
+    texts = load_texts("sst2", "dev")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "deploylm-bench-serve"
+    tmp.mkdir(exist_ok=True)
+    served = [str(model_dir)] + ([str(int8_dir)] if int8_dir else [])
+    names = ["fp32"] + (["int8"] if int8_dir else [])
+    serve_cmd = [str(ROOT / ".venv" / "bin" / "deploylm"), "serve", *served, *sum((["--name", n] for n in names), []),
+                 "--port", "0", "--grpc-port", "0"]
+    log_re = re.compile(r"http=(http://127\.0\.0\.1:\d+) grpc=(127\.0\.0\.1:\d+)")
+    grpc_target = {}
+
+    def deploylm_url(log: str):
+        m = log_re.search(log)
+        if m:
+            grpc_target["t"] = m.group(2)
+            return m.group(1), f"{m.group(1)}/v2/health/ready"
+        return None
+
+    naive_port = 18000 + os.getpid() % 1000
+    naive_cmd = [sys.executable, __file__, "--naive-server", str(model_dir), str(naive_port)]
+    srv, url = start(serve_cmd, deploylm_url, tmp / "deploylm.log")
+    naive, naive_url = start(naive_cmd, lambda _: (f"http://127.0.0.1:{naive_port}",
+                                                   f"http://127.0.0.1:{naive_port}/ready"), tmp / "naive.log")
+    rows, raws = [], []
+    machine = {**machine_info(), "loadavg_start": os.getloadavg()}
+    try:
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}", flush=True)
+            raw = raw_runner(artifact, texts, args.duration)
+            raws.append(raw)
+            print(f"  raw runner: batch-32 {raw['throughput_b32']:.1f} seq/s, batch-1 p50 {raw['p50_b1_ms']:.2f} ms",
+                  flush=True)
+            for c in LEVELS:
+                rows.append({"round": r, **run_level("http", url, None, "fp32", texts, c, args)})
+                rows.append({"round": r, **run_level("grpc", url, grpc_target["t"], "fp32", texts, c, args)})
+                if int8_dir:
+                    rows.append({"round": r, **run_level("http-int8", url, None, "int8", texts, c, args)})
+            for c in (1, 32):
+                rows.append({"round": r, **run_level("naive", naive_url, None, "fp32", texts, c, args)})
+    finally:
+        stop(srv)
+        stop(naive)
+    machine["loadavg_end"] = os.getloadavg()
+    write_report(rows, raws, args, model_dir, model_note, int8_dir, machine)
+    return 0
+
+
+def _median(values) -> float:
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else float("nan")
+
+
+def summarise(rows, raws) -> tuple[list[dict], dict]:
+    table = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        for c in sorted({r["concurrency"] for r in rows if r["variant"] == variant}):
+            sel = [r for r in rows if r["variant"] == variant and r["concurrency"] == c]
+            table.append({"variant": variant, "concurrency": c,
+                          **{k: _median([s[k] for s in sel]) for k in ("throughput", "p50_ms", "p95_ms", "p99_ms",
+                                                                        "error_rate", "mean_batch")}})
+    def at(variant, c, r):
+        return next(x for x in rows if x["variant"] == variant and x["concurrency"] == c and x["round"] == r)
+
+    n = len(raws)
+    ratios = {
+        "http_c32_over_raw_b32": _median([at("http", 32, r)["throughput"] / raws[r]["throughput_b32"] for r in range(n)]),
+        "http_c32_over_naive_c32": _median([at("http", 32, r)["throughput"] / at("naive", 32, r)["throughput"]
+                                            for r in range(n)]),
+        "http_c1_p50_minus_raw_b1_p50_ms": _median([at("http", 1, r)["p50_ms"] - raws[r]["p50_b1_ms"] for r in range(n)]),
+        "grpc_c32_over_raw_b32": _median([at("grpc", 32, r)["throughput"] / raws[r]["throughput_b32"] for r in range(n)]),
+        "grpc_c1_p50_minus_raw_b1_p50_ms": _median([at("grpc", 1, r)["p50_ms"] - raws[r]["p50_b1_ms"] for r in range(n)]),
+        "raw_b32_throughput": _median([x["throughput_b32"] for x in raws]),
+        "raw_b1_p50_ms": _median([x["p50_b1_ms"] for x in raws]),
+    }
+    return table, ratios
+
+
+def plot(rows, raws, table, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for variant in dict.fromkeys(t["variant"] for t in table):
+        pts = [t for t in table if t["variant"] == variant]
+        left.plot([t["concurrency"] for t in pts], [t["throughput"] for t in pts], marker="o", label=variant)
+    left.axhline(_median([x["throughput_b32"] for x in raws]), color="k", ls="--", label="raw runner, batch 32")
+    left.set(xscale="log", xlabel="concurrent clients", ylabel="requests/s (1 text each)",
+             title="Throughput (median of rounds)")
+    left.set_xticks(list(LEVELS), [str(c) for c in LEVELS])
+    left.legend()
+    series = {"raw runner batch 1": [v for x in raws for v in x["latencies_ms"]],
+              "deploylm HTTP c=1": [v for r in rows if r["variant"] == "http" and r["concurrency"] == 1
+                                    for v in r["latencies_ms"]],
+              "naive pipeline c=1": [v for r in rows if r["variant"] == "naive" and r["concurrency"] == 1
+                                     for v in r["latencies_ms"]]}
+    hi = max(np.percentile(v, 99) for v in series.values() if v)
+    bins = np.linspace(0, hi, 60)
+    for label, values in series.items():
+        right.hist(values, bins=bins, alpha=0.5, label=f"{label} (p50 {np.median(values):.1f} ms)")
+    right.set(xlabel="latency (ms)", ylabel="requests", title="Single-client latency (all rounds)")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _load(avg) -> str:
+    return "/".join(f"{x:.1f}" for x in avg) if avg else "?"
+
+
+def write_report(rows, raws, args, model_dir, model_note, int8_dir, machine) -> None:
+    table, ratios = summarise(rows, raws)
+    plot(rows, raws, table, RESULTS / "serve_latency.png")
+    (RESULTS / "serve.json").write_text(json.dumps({"table": table, "ratios": ratios, "machine": machine,
+                                                    "rounds": [{k: v for k, v in r.items() if k != "latencies_ms"}
+                                                               for r in rows]}, indent=2) + "\n")
+    ok = lambda cond: "**met**" if cond else "**missed**"  # noqa: E731
+    cmd = f"python benchmarks/serve.py --duration {args.duration:g} --rounds {args.rounds}"
+    lines = [
+        "# Serving", "",
+        f"Command: `{cmd}` (one script run; every comparison below was measured side by side, interleaved "
+        f"round by round, {args.rounds} rounds, {args.duration:g} s per point after {args.warmup:g} s warm-up; "
+        "figures are medians over rounds, ratios are taken within each round).", "",
+        f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gb')} GB "
+        f"({machine.get('platform')}). The load generator runs on the same 2 cores as the server. Host load average "
+        f"(1/5/15 min) at start {_load(machine.get('loadavg_start'))}, at end {_load(machine.get('loadavg_end'))}: "
+        "above 2 means other jobs shared these cores during the run.", "",
+        f"Model: `{model_dir}` — {model_note}." + (f" ONNX int8 variant: `{int8_dir}`." if int8_dir else
+                                                    " No ONNX int8 variant of it was found in runs/."), "",
+        "Traffic: SST-2 dev sentences (872), one text per request, closed loop (each client waits for its "
+        "answer before sending the next). Server: `deploylm serve` defaults (max batch 32, max wait 5 ms, queue 256).",
+        "", *(["**Not a valid measurement: the host was saturated by other jobs during this run** (load average "
+               "above the core count). Re-run on a quiet machine before reading the ratios.", ""]
+              if max(machine.get("loadavg_start", (0,))[0], machine.get("loadavg_end", (0,))[0]) >
+              (machine.get("cores") or 2) else []),
+        "## Targets", "",
+        "| target | measured | |", "|---|---|---|",
+        f"| HTTP throughput at c=32 ≥ 0.85× raw runner batch 32 | {ratios['http_c32_over_raw_b32']:.2f}× "
+        f"({ratios['raw_b32_throughput']:.0f} seq/s raw) | {ok(ratios['http_c32_over_raw_b32'] >= 0.85)} |",
+        f"| HTTP throughput at c=32 ≥ 5× naive FastAPI + pipeline | {ratios['http_c32_over_naive_c32']:.2f}× "
+        f"| {ok(ratios['http_c32_over_naive_c32'] >= 5)} |",
+        f"| HTTP p50 at c=1 ≤ raw runner batch-1 p50 + 2 ms | +{ratios['http_c1_p50_minus_raw_b1_p50_ms']:.2f} ms "
+        f"(raw {ratios['raw_b1_p50_ms']:.2f} ms) | {ok(ratios['http_c1_p50_minus_raw_b1_p50_ms'] <= 2)} |",
+        f"| (gRPC) throughput at c=32 vs raw batch 32 | {ratios['grpc_c32_over_raw_b32']:.2f}× | |",
+        f"| (gRPC) p50 at c=1 minus raw batch-1 p50 | +{ratios['grpc_c1_p50_minus_raw_b1_p50_ms']:.2f} ms | |",
+        "", "Raw runner = `task.predict` in-process (tokenize + runner + decode) on the same texts: batch 32 in "
+        "arrival order (what a server can batch) and batch 1.", "",
+        "## All points", "",
+        "| variant | clients | req/s | p50 ms | p95 ms | p99 ms | errors | mean batch |", "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in table:
+        mb = "" if t["mean_batch"] != t["mean_batch"] else f"{t['mean_batch']:.1f}"
+        lines.append(f"| {t['variant']} | {t['concurrency']} | {t['throughput']:.1f} | {t['p50_ms']:.2f} | "
+                     f"{t['p95_ms']:.2f} | {t['p99_ms']:.2f} | {t['error_rate']:.1%} | {mb} |")
+    lines += ["", "![throughput and latency](serve_latency.png)", "",
+              "http/grpc = deploylm serve (fp32 torch runner) over REST `/v1/models/NAME/predict` and OIP gRPC "
+              "`ModelInfer`; naive = FastAPI + `transformers.pipeline`, one forward pass per request (defined in "
+              "benchmarks/serve.py); mean batch = texts per runner call, from the server's /metrics.", ""]
+    (RESULTS / "serve.md").write_text("\n".join(lines))
+    print("\n".join(lines[:20]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

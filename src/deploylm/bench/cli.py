@@ -1,0 +1,44 @@
+"""`deploylm bench`: one library call (bench.run.bench), then a table and a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bench")
+    def bench_cmd(
+        artifacts: List[Path] = typer.Argument(..., help="artifacts to measure; ratios are vs the first"),
+        data: str = typer.Option(..., help="dataset whose dev split is measured (dir or alias, e.g. sst2)"),
+        batch_sizes: str = typer.Option("1,32", help="comma-separated; 1 = latency p50/p99, >1 = throughput"),
+        seq_len: str = typer.Option("real", help="'real' (length-aware batching), a fixed width like 128, or both: real,128"),
+        rounds: int = typer.Option(1, help="interleaved rounds (fresh process per artifact per round); medians"),
+        compare_peers: bool = typer.Option(False, help="add the PyTorch fp32 source and Optimum's ORT int8 path"),
+        plot: Optional[Path] = typer.Option(None, help="PNG path for throughput vs accuracy (default: beside the first artifact)"),
+    ) -> None:
+        """Latency, throughput, size, peak RSS and accuracy of ARTIFACTS side by side; recorded in each manifest."""
+        from rich.console import Console
+
+        from ..artifacts import Artifact
+        from . import report
+        from .run import bench, parse_batch_sizes, parse_seqs
+
+        err = Console(stderr=True)
+        sizes, seqs = parse_batch_sizes(batch_sizes), parse_seqs(seq_len)
+        arts = [Artifact.open(a) for a in artifacts]
+        if compare_peers:
+            from .peers import optimum_peer, pytorch_peer
+
+            src = pytorch_peer(arts[0])  # the baseline: ratios are vs PyTorch fp32 eager
+            err.print("building Optimum's peer in its own venv ...")
+            peers = optimum_peer(arts[0], src.path.parent)
+            arts = [src] + peers + [a for a in arts if a.path.resolve() != src.path.resolve()]
+        results = bench(arts, data, sizes, seqs, rounds=rounds, progress=lambda m: err.print(f"[dim]{m}[/]"))
+        Console().print(report.table(results, seqs, sizes))
+        big = max(sizes)
+        png = plot or arts[0].path.parent / "bench.png"
+        report.plot(results, png, seqs[0], big)
+        err.print(f"plot: {png}")

@@ -1,0 +1,89 @@
+"""deploylm bench: measure artifacts side by side, each in a fresh subprocess, in interleaved
+rounds (order reversed every round: neighbours on a shared host cause slow phases), record the
+figures in each artifact's manifest, and report a table and a throughput-vs-accuracy plot."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..artifacts import Artifact
+from ..errors import ConfigError, DeployLMError
+
+MEDIAN_KEYS = ("p50_ms", "p99_ms", "seq_per_s", "gflop_per_s")
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--batch-sizes must be comma-separated integers like 1,32, not '{text}'.") from None
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"--batch-sizes must list positive integers, not '{text}'.")
+    return sizes
+
+
+def parse_seqs(text: str) -> tuple[str, ...]:
+    seqs = tuple(s.strip() for s in str(text).split(",") if s.strip())
+    for s in seqs:
+        if s != "real" and not (s.isdigit() and int(s) > 1):
+            raise ConfigError(f"--seq-len takes 'real' (each batch padded to its longest row) and/or a fixed token "
+                              f"count like 128, comma-separated; not '{s}'.")
+    return seqs or ("real",)
+
+
+def measure_in_subprocess(path: Path, data: str, batch_sizes, seqs, latency_samples: int,
+                          throughput_samples: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="deploylm-bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "deploylm.bench.measure", str(path), "--data", data,
+               "--batch-sizes", ",".join(map(str, batch_sizes)), "--seqs", ",".join(seqs),
+               "--latency-samples", str(latency_samples), "--throughput-samples", str(throughput_samples),
+               "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+            raise DeployLMError(f"Measuring {path} failed (exit {proc.returncode}): {tail[0]}")
+        return json.loads(out.read_text())
+
+
+def merge_rounds(runs: list[dict]) -> dict:
+    """Median of each timing over rounds; the largest peak RSS; accuracy from the first (deterministic)."""
+    merged = dict(runs[0])
+    merged["rounds"] = len(runs)
+    merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    rows = []
+    for i, row in enumerate(runs[0]["results"]):
+        rows.append({**row, **{k: round(statistics.median(r["results"][i][k] for r in runs), 3) for k in MEDIAN_KEYS}})
+    merged["results"] = rows
+    return merged
+
+
+def bench(artifacts: list, data: str, batch_sizes=(1, 32), seqs=("real",), rounds: int = 1,
+          latency_samples: int = 200, throughput_samples: int = 512, record: bool = True, progress=None) -> list[dict]:
+    arts = [a if isinstance(a, Artifact) else Artifact.open(a) for a in artifacts]
+    if not arts:
+        raise ConfigError("Give at least one artifact to bench.")
+    if rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, not {rounds}.")
+    runs: dict[int, list[dict]] = {i: [] for i in range(len(arts))}
+    for r in range(rounds):
+        order = list(range(len(arts))) if r % 2 == 0 else list(reversed(range(len(arts))))
+        for i in order:
+            if progress:
+                progress(f"round {r + 1}/{rounds}: {arts[i].path}")
+            runs[i].append(measure_in_subprocess(arts[i].path, data, batch_sizes, seqs, latency_samples,
+                                                 throughput_samples))
+    results = [merge_rounds(runs[i]) for i in range(len(arts))]
+    if record:
+        from ..machine import machine_info
+
+        for art, res in zip(arts, results):
+            art.update_manifest("bench", f"{Path(data).name}", {**res, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                                   "machine": machine_info()})
+    return results

@@ -1,0 +1,77 @@
+"""`deploylm export` and `deploylm quantize`: each parses options and calls one library function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _report(art) -> None:
+    from rich.console import Console
+
+    out = Console()
+    gate, parity = art.manifest["gate"], art.manifest["parity"]
+    out.print(f"[green]{art.manifest['method']}[/] -> [bold]{art.path}[/]")
+    out.print(f"  parity: max |dlogit| {max(parity['random']['max_abs_diff'], parity['real']['max_abs_diff']):.3g}, "
+              f"argmax agreement {min(parity['random']['argmax_agreement'], parity['real']['argmax_agreement']):.1%}")
+    m = gate["metric"]
+    out.print(f"  {m} on {gate['samples']} {gate['split']} examples: {gate['parent'][m]:.4f} -> {gate['variant'][m]:.4f} "
+              f"({gate['metric_delta_points']:+.2f} pt); speed {gate['speed_ratio']:.2f}x its parent "
+              f"({gate['speed']['variant_seq_per_s']} vs {gate['speed']['parent_seq_per_s']} seq/s, batch {gate['speed']['batch_size']})")
+
+
+def _gate(data, max_metric_drop, allow_metric_drop, allow_slower, max_eval_samples):
+    from .gate import GateOptions
+
+    return GateOptions(data=data, max_metric_drop=max_metric_drop, allow_metric_drop=allow_metric_drop,
+                       allow_slower=allow_slower, max_eval_samples=max_eval_samples)
+
+
+DATA_HELP = "dataset for the dev-set gate (and calibration); default: the one the artifact was fine-tuned on"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def quantize(
+        artifact: Path,
+        method: str = typer.Option(..., help="dynamic-int8 | static-int8 | bf16"),
+        output: Path = typer.Option(..., help="artifact directory to create"),
+        backend: Optional[str] = typer.Option(None, help="onnxruntime (int8) | torch (bf16); default per method"),
+        data: Optional[str] = typer.Option(None, "--data", "--calibration-data", help=DATA_HELP),
+        calibration_samples: int = typer.Option(200, help="static-int8: training examples to calibrate on"),
+        max_metric_drop: float = typer.Option(1.0, help="refuse if the dev metric drops more (points)"),
+        allow_metric_drop: bool = typer.Option(False, help="keep the variant even if the metric drops more"),
+        allow_slower: bool = typer.Option(False, help="keep the variant even if slower than its parent"),
+        max_eval_samples: Optional[int] = typer.Option(None, help="gate on the first N dev examples only"),
+        parity_tolerance: Optional[float] = typer.Option(None, help="looser max |dlogit| than the method's default"),
+        overwrite: bool = typer.Option(False),
+    ) -> None:
+        """Quantised variant of ARTIFACT, parity-checked, evaluated and benchmarked against it (the gate)."""
+        from .quantize import quantize as run
+
+        _report(run(artifact, output, method, backend=backend,
+                    gate=_gate(data, max_metric_drop, allow_metric_drop, allow_slower, max_eval_samples),
+                    calibration_samples=calibration_samples, parity_tolerance=parity_tolerance, overwrite=overwrite))
+
+    @app.command()
+    def export(
+        artifact: Path,
+        output: Path = typer.Option(..., help="artifact directory to create"),
+        format: str = typer.Option("onnx", "--format", help="onnx"),
+        optimize: Optional[str] = typer.Option(None, help="O1 clean-up | O2 transformer fusions | O3 O2 + GELU approx"),
+        data: Optional[str] = typer.Option(None, help=DATA_HELP),
+        max_metric_drop: float = typer.Option(1.0),
+        allow_metric_drop: bool = typer.Option(False),
+        allow_slower: bool = typer.Option(False),
+        max_eval_samples: Optional[int] = typer.Option(None),
+        parity_tolerance: Optional[float] = typer.Option(None),
+        overwrite: bool = typer.Option(False),
+    ) -> None:
+        """ONNX export of ARTIFACT (dynamic batch/sequence axes), optionally fused by onnxruntime; gated."""
+        from .export_onnx import export as run
+
+        _report(run(artifact, output, fmt=format, optimize=optimize,
+                    gate=_gate(data, max_metric_drop, allow_metric_drop, allow_slower, max_eval_samples),
+                    parity_tolerance=parity_tolerance, overwrite=overwrite))

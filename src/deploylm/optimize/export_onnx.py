@@ -1,0 +1,91 @@
+"""Export a transformers-format artifact to ONNX (dynamic batch and sequence axes), optionally fuse
+it, check parity against the parent, gate it, and write an ONNX artifact."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..artifacts import Artifact
+from ..errors import ConfigError
+from .common import SUPPORTED_ARCHS, check_supported, copy_aux_files
+
+OPSET = 17
+FORMATS = ("onnx",)
+
+
+def _kwargs_wrapper(model, names):
+    """torch.onnx.export (dynamo=False) passes positional tensors; transformers-5 BERT's forward wants
+    keywords (its positional order is not input_ids, attention_mask, token_type_ids)."""
+    import torch
+
+    class KwargsWrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors):
+            return self.model(**dict(zip(names, tensors))).logits
+
+    return KwargsWrapper().eval()
+
+
+def export_to_file(parent: Artifact, path: Path) -> tuple[str, ...]:
+    """Write parent's model as ONNX to path; return the graph's input names."""
+    import inspect
+
+    import torch
+
+    from ..tasks import get_task
+
+    # Eager attention: with SDPA the exported graph has no pattern ORT's Attention fusion recognises.
+    model = get_task(parent.task).load_model(str(parent.path), attn_implementation="eager").float().eval()
+    accepted = set(inspect.signature(model.forward).parameters)
+    names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
+    dummy = tuple(torch.ones((2, 16), dtype=torch.long) for _ in names)
+    out_axes = {0: "batch"} if parent.task == "classification" else {0: "batch", 1: "sequence"}
+    with torch.inference_mode():
+        torch.onnx.export(_kwargs_wrapper(model, names), dummy, str(path), input_names=list(names),
+                          output_names=["logits"], opset_version=OPSET, do_constant_folding=True, dynamo=False,
+                          dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": out_axes})
+    return names
+
+
+def build_onnx_files(parent: Artifact, dest: Path, optimize: str | None, cfg: dict) -> dict:
+    """model.onnx (+ fused) and the tokenizer/config files into dest; returns what was done."""
+    from .fuse import fuse_onnx
+
+    done: dict = {"opset": OPSET, "optimize": optimize}
+    with tempfile.TemporaryDirectory(prefix="deploylm-export-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        export_to_file(parent, raw)
+        if optimize:
+            done["fused_ops"] = fuse_onnx(raw, dest / "model.onnx", optimize, SUPPORTED_ARCHS[cfg["model_type"]],
+                                          cfg["num_attention_heads"], cfg["hidden_size"])
+        else:
+            shutil.move(str(raw), dest / "model.onnx")
+    copy_aux_files(parent.path, dest)
+    return done
+
+
+def export(artifact: str | Path | Artifact, output: str | Path, fmt: str = "onnx", optimize: str | None = None,
+           gate=None, parity_tolerance: float | None = None, overwrite: bool = False) -> Artifact:
+    """deploylm export: ONNX (+ fusion) of a transformers artifact, parity-checked and gated."""
+    from .fuse import check_level
+    from .gate import GateOptions, build_gated_variant
+
+    parent = artifact if isinstance(artifact, Artifact) else Artifact.open(artifact)
+    if fmt not in FORMATS:
+        raise ConfigError(f"Unknown export format '{fmt}'. Supported formats: {', '.join(FORMATS)}.")
+    if parent.format != "transformers":
+        raise ConfigError(f"Artifact {parent.path} is already '{parent.format}'; export takes a transformers-format "
+                          "artifact (e.g. the output of deploylm finetune).")
+    cfg = check_supported(parent)
+    optimize = check_level(optimize) if optimize else None
+    method = "onnx-O3" if optimize == "O3" else "onnx"
+    config = {"format": fmt, "optimize": optimize, "opset": OPSET}
+    return build_gated_variant(
+        parent, output, lambda dest: build_onnx_files(parent, dest, optimize, cfg), stage="export", fmt="onnx",
+        method=method, config=config, gate=gate or GateOptions(), parity_tolerance=parity_tolerance,
+        overwrite=overwrite)

@@ -1,0 +1,158 @@
+"""The gate every variant passes before it becomes an artifact: parity with its parent, the task
+metric on the dev set (variant and parent, same examples), and speed against the parent measured
+side by side on this machine (interleaved rounds, because neighbours cause slow phases).
+
+The variant is built in a staging directory next to the output; only when it passes is it written
+as an artifact (create_artifact: temp dir + atomic rename). A refused variant leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..artifacts import MANIFEST, Artifact, check_output, create_artifact
+from ..errors import ConfigError, GateError
+from .common import task_data
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    data: str | None = None  # dataset; default: the one in the parent's lineage
+    split: str = "dev"
+    max_metric_drop: float = 1.0  # points of the task's primary metric
+    allow_metric_drop: bool = False
+    allow_slower: bool = False
+    max_eval_samples: int | None = None
+    bench_samples: int = 256
+    rounds: int = 5
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if self.max_metric_drop < 0:
+            raise ConfigError(f"--max-metric-drop must be >= 0 points, not {self.max_metric_drop}.")
+        if self.rounds < 1 or self.batch_size < 1 or self.bench_samples < 1:
+            raise ConfigError("Gate rounds, batch size and bench samples must be positive.")
+
+
+def open_dir_runner(path: Path, fmt: str, task: str, dtype: str | None = None):
+    """A runner on a directory that is not (yet) an artifact: the staging copy of a variant."""
+    if fmt == "onnx":
+        from ..runtime.ort_runner import OrtRunner
+
+        return OrtRunner(path / "model.onnx")
+    from ..runtime.torch_runner import TorchRunner
+    from ..tasks import get_task
+
+    return TorchRunner(get_task(task).load_model(str(path)), dtype=dtype)
+
+
+def measure_speed(runners: dict, batches: list[dict], rounds: int) -> dict:
+    """Sequences/s of each runner over the same padded batches; rounds alternate the order (ABBA)."""
+    n_seq = sum(len(b["input_ids"]) for b in batches)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for r in range(rounds + 1):  # round 0 warms caches and allocators; not counted
+        order = list(runners) if r % 2 == 0 else list(reversed(runners))
+        for key in order:
+            runner = runners[key]
+            feeds = [{k: v for k, v in b.items() if k in runner.input_names} for b in batches]
+            t0 = time.perf_counter()
+            for f in feeds:
+                runner.run(f)
+            if r:
+                times[key].append(time.perf_counter() - t0)
+    return {k: round(n_seq / statistics.median(v), 2) for k, v in times.items()}
+
+
+def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, gate: GateOptions) -> dict:
+    from ..data import load_dataset
+    from ..evaluation import evaluate_runner
+    from ..runtime.batching import length_batches, pad_batch
+    from ..tasks import get_task
+
+    task = get_task(parent.task)
+    data = load_dataset(task_data(parent, gate.data))
+    if data.task != parent.task:
+        raise ConfigError(f"{data.source} holds {data.task} data but {parent.path} is a {parent.task} model.")
+    examples = data.split(gate.split).head(gate.max_eval_samples)
+    task.check_targets(examples.targets, parent.labels, f"Split '{gate.split}' of {data.source}")
+    args = (tokenizer, examples, parent.labels, parent.max_length, gate.batch_size)
+    before = evaluate_runner(task, parent_runner, *args, show_progress=False)
+    after = evaluate_runner(task, variant_runner, *args, show_progress=False)
+    feats, _ = task.encode(examples.inputs[: gate.bench_samples], tokenizer, parent.max_length)
+    names = tuple(dict.fromkeys(parent_runner.input_names + variant_runner.input_names))
+    batches = [pad_batch([feats[i] for i in idx], tokenizer.pad_token_id or 0, names)
+               for idx in length_batches(feats, gate.batch_size)]
+    speed = measure_speed({"parent": parent_runner, "variant": variant_runner}, batches, gate.rounds)
+    metric = task.primary_metric
+    return {
+        "data": data.source, "split": gate.split, "samples": len(examples), "metric": metric,
+        "parent": before, "variant": after, "metric_delta_points": round(100 * (after[metric] - before[metric]), 3),
+        "speed": {"batch_size": gate.batch_size, "samples": len(feats), "rounds": gate.rounds,
+                  "parent_seq_per_s": speed["parent"], "variant_seq_per_s": speed["variant"]},
+        "speed_ratio": round(speed["variant"] / speed["parent"], 3),
+        "dataset_name": data.name,
+    }
+
+
+def judge(record: dict, gate: GateOptions, what: str) -> None:
+    """Raise GateError when the variant is less accurate or slower than allowed."""
+    drop = -record["metric_delta_points"]
+    problems = []
+    if drop > gate.max_metric_drop and not gate.allow_metric_drop:
+        problems.append(f"{record['metric']} dropped {drop:.2f} points ({record['parent'][record['metric']]:.4f} -> "
+                        f"{record['variant'][record['metric']]:.4f} on {record['samples']} {record['split']} examples), "
+                        f"more than --max-metric-drop {gate.max_metric_drop:g}")
+    if record["speed_ratio"] < 1.0 and not gate.allow_slower:
+        s = record["speed"]
+        problems.append(f"it is slower than its parent ({s['variant_seq_per_s']} vs {s['parent_seq_per_s']} seq/s at "
+                        f"batch {s['batch_size']}, ratio {record['speed_ratio']:.2f}x)")
+    if problems:
+        raise GateError(f"Refused {what}: {'; and '.join(problems)}. No artifact was written. Pass "
+                        "--allow-metric-drop / --allow-slower to keep it anyway, or try another method.")
+
+
+def build_gated_variant(parent: Artifact, output, write_files: Callable[[Path], dict], *, stage: str, fmt: str,
+                        method: str, config: dict, gate: GateOptions, parity_tolerance: float | None = None,
+                        dtype: str | None = None, overwrite: bool = False) -> Artifact:
+    """Build -> parity check -> gate -> artifact. Nothing is left at `output` unless all pass."""
+    from ..evaluation import load_tokenizer
+    from ..runtime import open_runner
+    from .verify import check_parity
+
+    out = check_output(output, overwrite)
+    task_data(parent, gate.data)  # fail on a missing dataset before minutes of export work
+    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        info = write_files(staging) or {}
+        variant_runner = open_dir_runner(staging, fmt, parent.task, dtype)
+        parent_runner = open_runner(parent)
+        tokenizer = load_tokenizer(parent)
+        vocab = int(getattr(tokenizer, "vocab_size", 0) or len(tokenizer))
+        parity = check_parity(parent_runner, variant_runner, tokenizer, method, parent.max_length, vocab,
+                              tolerance=parity_tolerance)
+        record = _eval_and_bench(parent, parent_runner, variant_runner, tokenizer, gate)
+        judge(record, gate, f"the {method} variant of {parent.path}")
+        metrics = {f"{record.pop('dataset_name')}:{record['split']}":
+                   {**record["variant"], "samples": record["samples"], "data": record["data"]}}
+
+        def copy_staged(tmp: Path) -> None:
+            for item in staging.iterdir():
+                if item.name != MANIFEST:
+                    shutil.copy2(item, tmp / item.name)
+
+        extra = {"method": method, "optimization": info, "parity": parity, "gate": record}
+        if dtype:
+            extra["dtype"] = dtype
+        return create_artifact(out, copy_staged, stage=stage, config={**config, "gate": asdict(gate)},
+                               parent=parent.as_parent(), task=parent.task, labels=parent.labels,
+                               max_length=parent.max_length, fmt=fmt, metrics=metrics, extra=extra,
+                               overwrite=overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

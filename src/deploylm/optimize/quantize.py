@@ -1,0 +1,167 @@
+"""Quantisation of an artifact, each method through the library that does it well:
+
+  dynamic-int8 (onnxruntime, default): ORT quantize_dynamic, int8 weights per output channel
+      (per-tensor visibly damages MiniLM, ASSETS.md), activations quantised at run time; applied to
+      the O2-fused graph so the fused Attention becomes QAttention.
+  static-int8 (onnxruntime): ORT quantize_static, QDQ format, per-channel int8 weights, uint8
+      activations with ranges calibrated (MinMax) on N examples of the training split.
+  bf16 (torch): weights stored in bfloat16, run under autocast (this CPU has AVX512-BF16; ORT's CPU
+      provider has no bf16 MatMul kernel, checked: "Could not find an implementation for MatMul(13)").
+
+torchao int8 (dynamic and weight-only) was measured 1.8-2.7x *slower* than fp32 eager on this CPU
+without torch.compile, so the torch backend offers bf16 only (see benchmarks/results/optimize.md).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import Artifact
+from ..errors import ConfigError, DataError
+from .common import check_supported, copy_aux_files, task_data
+from .gate import GateOptions, build_gated_variant
+
+METHODS = {"dynamic-int8": ("onnxruntime",), "static-int8": ("onnxruntime",), "bf16": ("torch",)}
+BACKENDS = ("onnxruntime", "torch")
+DEFAULT_CALIBRATION_SAMPLES = 200
+
+
+def check_method(method: str, backend: str | None) -> str:
+    if method not in METHODS:
+        raise ConfigError(f"Unknown quantisation method '{method}'. Valid methods: {', '.join(METHODS)}.")
+    if backend is None:
+        return METHODS[method][0]
+    if backend not in BACKENDS:
+        raise ConfigError(f"Unknown backend '{backend}'. Valid backends: {', '.join(BACKENDS)}.")
+    if backend not in METHODS[method]:
+        why = {("bf16", "onnxruntime"): "onnxruntime's CPU provider has no bfloat16 MatMul kernel",
+               ("dynamic-int8", "torch"): "torchao int8 runs slower than fp32 eager on CPU without torch.compile",
+               ("static-int8", "torch"): "torch's static int8 (torch.ao) is deprecated and torchao has no CPU path"}
+        raise ConfigError(f"Method {method} is not offered on backend {backend} ({why.get((method, backend), 'unsupported')}). "
+                          f"Use --backend {METHODS[method][0]}.")
+    return backend
+
+
+def calibration_examples(parent: Artifact, data: str | None, samples: int, seed: int = 0) -> list:
+    """N inputs drawn (seeded) from the training split of the artifact's dataset."""
+    from ..data import load_dataset
+
+    if samples < 1:
+        raise ConfigError(f"--calibration-samples must be at least 1, not {samples}.")
+    source = task_data(parent, data)
+    ds = load_dataset(source)
+    if "train" not in ds.splits or len(ds.splits["train"]) == 0:
+        raise DataError(f"Calibration data {ds.source} has no (or an empty) train split; static int8 calibrates on "
+                        "training examples. Pass --data pointing at a dataset with a non-empty train split.")
+    inputs = ds.split("train").inputs
+    idx = np.random.default_rng(seed).permutation(len(inputs))[:samples]
+    return [inputs[i] for i in sorted(idx)]
+
+
+def _calibration_reader(parent: Artifact, model_path: Path, examples: list):
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader
+
+    from ..evaluation import load_tokenizer
+    from ..runtime.batching import length_batches, pad_batch
+    from ..tasks import get_task
+
+    tokenizer = load_tokenizer(parent)
+    feats, _ = get_task(parent.task).encode(examples, tokenizer, parent.max_length)
+    names = [i.name for i in ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).get_inputs()]
+    batches = [pad_batch([feats[i] for i in idx], tokenizer.pad_token_id or 0, names) for idx in length_batches(feats, 8)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(batches)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    return Reader()
+
+
+def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibration: list | None) -> dict:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    # Needed on fused graphs (com.microsoft ops carry no type info for the quantiser), ASSETS.md.
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    if method == "dynamic-int8":
+        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8, extra_options=extra)
+        return {"per_channel": True, "weight_type": "int8"}
+    # Symbolic shape inference types the outputs of fused com.microsoft ops; without it the calibrator
+    # sees no float activations there and silently quantises weights only.
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="deploylm-static-") as tmp:
+        typed = Path(tmp) / "typed.onnx"
+        quant_pre_process(str(src), str(typed), skip_optimization=True, skip_onnx_shape=True)
+        quantize_static(str(typed), str(dst), _calibration_reader(parent, typed, calibration),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={**extra, "WeightSymmetric": True, "ActivationSymmetric": False})
+    return {"per_channel": True, "format": "QDQ", "weight_type": "int8", "activation_type": "uint8",
+            "calibration_samples": len(calibration or [])}
+
+
+
+def _ort_files(parent: Artifact, dest: Path, method: str, calibration: list | None) -> dict:
+    from .export_onnx import build_onnx_files
+
+    info: dict = {"backend": "onnxruntime"}
+    with tempfile.TemporaryDirectory(prefix="deploylm-quant-") as tmp:
+        if parent.format == "onnx":
+            src = parent.path / "model.onnx"
+            info["source"] = "parent ONNX graph"
+        else:  # a transformers artifact: export + O2 fusions first (int8 of the fused graph is fastest)
+            cfg = check_supported(parent)
+            info["export"] = build_onnx_files(parent, Path(tmp), "O2", cfg)
+            src = Path(tmp) / "model.onnx"
+        info.update(_ort_quantize(src, dest / "model.onnx", method, parent, calibration))
+    copy_aux_files(parent.path, dest)
+    return info
+
+
+def _torch_bf16_files(parent: Artifact, dest: Path) -> dict:
+    import torch
+
+    from ..tasks import get_task
+
+    model = get_task(parent.task).load_model(str(parent.path)).to(torch.bfloat16)
+    model.save_pretrained(dest)
+    for item in parent.path.iterdir():  # tokenizer files, not the fp32 weights
+        if item.is_file() and item.name not in {"manifest.json", "config.json"} and not item.name.endswith(
+                (".safetensors", ".bin")) and not (dest / item.name).exists():
+            shutil.copy2(item, dest / item.name)
+    return {"backend": "torch", "dtype": "bfloat16"}
+
+
+def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, backend: str | None = None,
+             gate: GateOptions | None = None, calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+             parity_tolerance: float | None = None, overwrite: bool = False) -> Artifact:
+    """deploylm quantize: a quantised variant of ARTIFACT, parity-checked and gated against it."""
+    parent = artifact if isinstance(artifact, Artifact) else Artifact.open(artifact)
+    backend = check_method(method, backend)
+    gate = gate or GateOptions()
+    check_supported(parent)
+    config = {"method": method, "backend": backend}
+    if backend == "torch":
+        if parent.format != "transformers":
+            raise ConfigError(f"bf16 runs on the torch backend and needs a transformers-format artifact; {parent.path} "
+                              f"is '{parent.format}'. Quantise its transformers-format parent instead.")
+        return build_gated_variant(parent, output, lambda d: _torch_bf16_files(parent, d), stage="quantize",
+                                   fmt="transformers", method=method, config=config, gate=gate, dtype="bf16",
+                                   parity_tolerance=parity_tolerance, overwrite=overwrite)
+    calibration = None
+    if method == "static-int8":
+        calibration = calibration_examples(parent, gate.data, calibration_samples)
+        config["calibration_samples"] = calibration_samples
+    return build_gated_variant(parent, output, lambda d: _ort_files(parent, d, method, calibration), stage="quantize",
+                               fmt="onnx", method=method, config=config, gate=gate,
+                               parity_tolerance=parity_tolerance, overwrite=overwrite)

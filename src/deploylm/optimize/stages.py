@@ -1,0 +1,88 @@
+"""Pipeline stages `export` and `quantize` (same options as the CLI commands), e.g.
+
+    - export: {optimize: O2, data: sst2}
+    - quantize: {method: dynamic-int8, data: sst2}
+    - bench: {data: sst2}          # the artifact vs its PyTorch source: table + plot beside it
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from ..config import StageConfig
+from ..stages import Stage, register_stage
+
+
+class GateFields(StageConfig):
+    data: str | None = Field(default=None, description="dev/calibration dataset; default: the parent's")
+    max_metric_drop: float = Field(default=1.0, ge=0)
+    allow_metric_drop: bool = False
+    allow_slower: bool = False
+    max_eval_samples: int | None = Field(default=None, gt=0)
+    parity_tolerance: float | None = Field(default=None, gt=0)
+
+    def gate(self):
+        from .gate import GateOptions
+
+        return GateOptions(data=self.data, max_metric_drop=self.max_metric_drop,
+                           allow_metric_drop=self.allow_metric_drop, allow_slower=self.allow_slower,
+                           max_eval_samples=self.max_eval_samples)
+
+
+class ExportConfig(GateFields):
+    format: Literal["onnx"] = "onnx"
+    optimize: Literal["O1", "O2", "O3"] | None = "O2"
+
+
+class QuantizeConfig(GateFields):
+    method: Literal["dynamic-int8", "static-int8", "bf16"] = "dynamic-int8"
+    backend: Literal["onnxruntime", "torch"] | None = None
+    calibration_samples: int = Field(default=200, gt=0)
+
+
+class BenchConfig(StageConfig):
+    data: str | None = Field(default=None, description="dataset whose dev split is measured; default: the parent's")
+    batch_sizes: list[int] = Field(default=[1, 32], min_length=1)
+    seq_len: list[str] = Field(default=["real"], min_length=1)
+    rounds: int = Field(default=1, gt=0)
+
+
+def _export(parent, cfg: ExportConfig, output: Path, overwrite: bool):
+    from .export_onnx import export
+
+    return export(parent, output, fmt=cfg.format, optimize=cfg.optimize, gate=cfg.gate(),
+                  parity_tolerance=cfg.parity_tolerance, overwrite=overwrite)
+
+
+def _quantize(parent, cfg: QuantizeConfig, output: Path, overwrite: bool):
+    from .quantize import quantize
+
+    return quantize(parent, output, cfg.method, backend=cfg.backend, gate=cfg.gate(),
+                    calibration_samples=cfg.calibration_samples, parity_tolerance=cfg.parity_tolerance,
+                    overwrite=overwrite)
+
+
+def _bench(parent, cfg: BenchConfig, output: Path, overwrite: bool):
+    """Measure the artifact next to its PyTorch source; figures go into both manifests."""
+    from rich.console import Console
+
+    from ..bench import report
+    from ..bench.run import bench, parse_batch_sizes, parse_seqs
+    from .common import root_transformers_parent, task_data
+
+    sizes = parse_batch_sizes(",".join(map(str, cfg.batch_sizes)))
+    seqs = parse_seqs(",".join(cfg.seq_len))
+    source = root_transformers_parent(parent)
+    arts = [source] + ([parent] if parent.path.resolve() != source.path.resolve() else [])
+    results = bench(arts, task_data(parent, cfg.data), sizes, seqs, rounds=cfg.rounds)
+    Console(stderr=True).print(report.table(results, seqs, sizes))
+    report.plot(results, parent.path.parent / f"bench-{parent.name}.png", seqs[0], max(sizes))
+    return parent
+
+
+register_stage(Stage("export", ExportConfig, _export))
+register_stage(Stage("quantize", QuantizeConfig, _quantize))
+register_stage(Stage("bench", BenchConfig, _bench, makes_artifact=False))

@@ -1,0 +1,124 @@
+"""Parity of a variant with its parent: the same inputs through both runners, compared on the
+logits (max abs difference) and on the decision (argmax agreement). Two kinds of inputs: fresh
+random token ids with random lengths and padding (a zero batch hides bugs in masking and
+position handling), and real text through the real tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError, ParityError
+from ..runtime.batching import pad_batch
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_abs: float  # largest allowed |logit_variant - logit_parent| anywhere (non-padded)
+    min_agreement: float  # smallest allowed share of positions whose argmax agrees
+
+
+# Per method: what the transformation is allowed to change. fp32 graph rewrites must be exact up to
+# float reassociation; GELU approximation and reduced precision move logits by design.
+TOLERANCES = {
+    "onnx": Tolerance(1e-3, 0.99),
+    "onnx-O3": Tolerance(2e-2, 0.98),
+    "bf16": Tolerance(0.15, 0.95),
+    "dynamic-int8": Tolerance(0.5, 0.9),
+    "static-int8": Tolerance(1.0, 0.85),
+}
+
+REAL_TEXTS = [
+    "a gripping, beautifully acted film that stays with you",
+    "a dull and tedious mess",
+    "John Smith flew from Paris to Berlin on Monday to meet officials of the European Union.",
+    "it's not the best movie ever , but the cast is charming and the jokes land .",
+    "the plot makes no sense whatsoever and the dialogue is flat",
+    "Apple and Microsoft reported earnings in New York.",
+    "an utterly forgettable sequel .",
+    "warm , funny and surprisingly moving",
+]
+
+
+def tolerance_for(method: str, override: float | None = None) -> Tolerance:
+    if method not in TOLERANCES:
+        raise ConfigError(f"No parity tolerance for '{method}'. Known: {', '.join(TOLERANCES)}.")
+    tol = TOLERANCES[method]
+    if override is not None:
+        if override <= 0:
+            raise ConfigError(f"--parity-tolerance must be positive, not {override}.")
+        tol = Tolerance(override, tol.min_agreement)
+    return tol
+
+
+def random_batches(vocab_size: int, names, seed: int = 0, n_batches: int = 3, batch: int = 8, max_len: int = 48,
+                   cls_id: int | None = None, sep_id: int | None = None, lowest_id: int = 1000) -> list[dict[str, np.ndarray]]:
+    """Fresh random token ids (above the special/unused range) with random lengths, so every batch is padded."""
+    rng = np.random.default_rng(seed)
+    low = lowest_id if lowest_id < vocab_size - 1 else 1
+    out = []
+    for _ in range(n_batches):
+        feats = []
+        for _ in range(batch):
+            n = int(rng.integers(4, max_len))
+            ids = rng.integers(low, vocab_size, size=n).tolist()
+            if cls_id is not None:
+                ids[0] = cls_id
+            if sep_id is not None:
+                ids[-1] = sep_id
+            feats.append({"input_ids": ids, "attention_mask": [1] * n, "token_type_ids": [0] * n})
+        out.append(pad_batch(feats, 0, names))
+    return out
+
+
+def text_batches(texts, tokenizer, names, max_length: int, batch: int = 8) -> list[dict[str, np.ndarray]]:
+    feats = []
+    for t in texts:
+        enc = tokenizer(t, truncation=True, max_length=max_length)
+        feats.append({k: list(v) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+    pad = tokenizer.pad_token_id or 0
+    return [pad_batch(feats[i:i + batch], pad, names) for i in range(0, len(feats), batch)]
+
+
+def compare(parent, variant, batches) -> dict:
+    """Max abs logit difference and argmax agreement over the non-padded positions of batches."""
+    max_abs, agree, total = 0.0, 0, 0
+    names = set(parent.input_names) | set(variant.input_names)
+    for b in batches:
+        feeds = {k: v for k, v in b.items() if k in names}
+        a, v = parent.run(feeds)["logits"], variant.run(feeds)["logits"]
+        if a.shape != v.shape:
+            raise ParityError(f"Variant logits have shape {v.shape}, parent {a.shape}: the graph is broken.")
+        if a.ndim == 3:  # token classification: only real tokens count
+            keep = b["attention_mask"].astype(bool)
+            a, v = a[keep], v[keep]
+        if not np.isfinite(v).all():
+            raise ParityError("Variant produced NaN/inf logits; the transformation broke the model.")
+        max_abs = max(max_abs, float(np.abs(a - v).max()))
+        agree += int((a.argmax(-1) == v.argmax(-1)).sum())
+        total += int(a.shape[0])
+    return {"max_abs_diff": max_abs, "argmax_agreement": agree / max(total, 1), "positions": total}
+
+
+def check_parity(parent, variant, tokenizer, method: str, max_length: int, vocab_size: int,
+                 texts=None, tolerance: float | None = None, seed: int = 0) -> dict:
+    """Raise ParityError with the measured numbers when the variant is outside the tolerance."""
+    tol = tolerance_for(method, tolerance)
+    names = tuple(dict.fromkeys(parent.input_names + variant.input_names))
+    rnd = compare(parent, variant, random_batches(vocab_size, names, seed, max_len=min(48, max_length),
+                                                  cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id))
+    real = compare(parent, variant, text_batches(list(texts or []) + REAL_TEXTS, tokenizer, names, max_length))
+    report = {"method": method, "tolerance": {"max_abs": tol.max_abs, "min_agreement": tol.min_agreement},
+              "random": rnd, "real": real}
+    worst_abs = max(rnd["max_abs_diff"], real["max_abs_diff"])
+    worst_agree = min(rnd["argmax_agreement"], real["argmax_agreement"])
+    report["passed"] = worst_abs <= tol.max_abs and worst_agree >= tol.min_agreement
+    if not report["passed"]:
+        raise ParityError(
+            f"Parity check failed for {method}: max abs logit difference {worst_abs:.4g} (allowed {tol.max_abs:g}), "
+            f"argmax agreement {worst_agree:.1%} (required {tol.min_agreement:.0%}) on random and real inputs. "
+            "No artifact was written. The transformation changed the model beyond what this method may; "
+            "if you accept that, pass a looser --parity-tolerance explicitly."
+        )
+    return report

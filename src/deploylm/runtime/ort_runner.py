@@ -1,0 +1,76 @@
+"""onnxruntime runner for an ONNX artifact (model.onnx + tokenizer + config.json in one directory).
+
+Session options are set on purpose, never left to defaults by accident:
+- intra-op threads = settings.num_threads() (every core we may use), inter-op threads = 1 and
+  sequential execution: an encoder graph is a chain, parallel branches buy nothing and an extra
+  inter-op pool only competes for the same 2 cores;
+- full graph optimisation (ORT_ENABLE_ALL): the offline fusions (fuse.py) are portable ONNX,
+  the CPU-specific layout transforms are best done by the session on the machine that runs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import settings
+from ..errors import BackendUnavailableError
+from .base import register_runner
+
+MODEL_FILE = "model.onnx"
+GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def session_options(threads: int | None = None, graph_level: str = "all"):
+    import onnxruntime as ort
+
+    if graph_level not in GRAPH_LEVELS:
+        raise BackendUnavailableError(f"Unknown graph optimisation level '{graph_level}'. Use one of {GRAPH_LEVELS}.")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or settings.num_threads()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[graph_level]
+    so.log_severity_level = 3  # warnings about unused initialisers etc. are noise for users
+    return so
+
+
+class OrtRunner:
+    backend = "onnxruntime"
+
+    def __init__(self, model_path: str | Path, threads: int | None = None, graph_level: str = "all"):
+        import onnxruntime as ort
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise BackendUnavailableError(f"ONNX model {path} does not exist; the artifact is incomplete. Re-export it.")
+        self.path = path
+        self.threads = threads or settings.num_threads()
+        self.session = ort.InferenceSession(str(path), session_options(self.threads, graph_level),
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        outputs = [o.name for o in self.session.get_outputs()]
+        self._output = "logits" if "logits" in outputs else outputs[0]
+
+    def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shape = batch["input_ids"].shape
+        feeds = {}
+        for name in self.input_names:
+            arr = batch.get(name)
+            if arr is None:  # e.g. token_type_ids the tokenizer did not produce: all segment 0
+                arr = np.zeros(shape, dtype=np.int64)
+            feeds[name] = np.ascontiguousarray(arr, dtype=np.int64)
+        (logits,) = self.session.run([self._output], feeds)
+        return {"logits": np.asarray(logits, dtype=np.float32)}
+
+
+@register_runner("onnx")
+def open_ort_runner(artifact, threads: int | None = None, graph_level: str = "all", **_ignored) -> OrtRunner:
+    return OrtRunner(artifact.path / artifact.manifest.get("model_file", MODEL_FILE), threads=threads,
+                     graph_level=graph_level)

@@ -1,0 +1,153 @@
+"""The serving engine: every served model by name, each with its own queue and batcher thread.
+
+Transports (FastAPI, gRPC) only translate wire format into `engine.submit(model, texts)` and back;
+validation, limits, batching, deadlines and cancellation live here, so both transports behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import ConfigError, RequestError
+from .batcher import BatchConfig, Batcher, Request
+from .limits import Limits
+
+# Texts totalling more characters than this are tokenized in a worker thread, so that one big request
+# does not stall the event loop (small ones are faster inline than a thread hop).
+_INLINE_ENCODE_CHARS = 4096
+
+
+@dataclass
+class ServedModel:
+    name: str
+    task: Any  # deploylm.tasks.Task
+    tokenizer: Any
+    runner: Any
+    labels: list[str]
+    max_length: int
+    version: str = "1"
+    platform: str = ""
+    source: str = ""
+    batcher: Batcher | None = None
+    ready: bool = False
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+
+def load_model(path: str | Path, name: str | None = None) -> ServedModel:
+    """Open an artifact (checksums verified) and its runner via open_runner; no backend is named here."""
+    from ..artifacts import Artifact
+    from ..evaluation import load_tokenizer
+    from ..runtime import open_runner
+    from ..tasks import get_task
+
+    art = Artifact.open(path)
+    runner = open_runner(art)
+    return ServedModel(name=name or art.name, task=get_task(art.task), tokenizer=load_tokenizer(art), runner=runner,
+                       labels=art.labels, max_length=art.max_length, platform=f"deploylm_{runner.backend}",
+                       source=str(art.path))
+
+
+class Engine:
+    def __init__(self, batch: BatchConfig | None = None, limits: Limits | None = None, timeout_s: float = 10.0,
+                 metrics=None):
+        self.batch = batch or BatchConfig()
+        self.limits = limits or Limits()
+        self.timeout_s = timeout_s
+        self.metrics = metrics
+        self.models: dict[str, ServedModel] = {}
+        self.loading: set[str] = set()  # names announced but not loaded yet: 503, not 404
+        self._inflight: dict[str, Request] = {}
+        self._ids = itertools.count(1)
+        self.accepting = True
+
+    # -- lifecycle -------------------------------------------------------------------
+    def add(self, model: ServedModel, warmup: bool = True) -> None:
+        """Register a loaded model, warm it up, start its batcher; it is ready only after this."""
+        if model.name in self.models:
+            raise ConfigError(f"Two models are named '{model.name}'. Give each a distinct --name.")
+        self.models[model.name] = model
+        if warmup:
+            self._warm_up(model)
+        model.batcher = Batcher(model.name, model.runner, lambda lg, aux, m=model: m.task.decode(lg, aux, m.id2label),
+                                model.tokenizer.pad_token_id or 0, self.batch, self.metrics)
+        model.batcher.start()
+        model.ready = True
+
+    def _warm_up(self, model: ServedModel) -> None:
+        """First calls allocate and pick kernels: pay that before readiness, at batch 1 and at full batch."""
+        from ..runtime.batching import pad_batch
+
+        feats, _ = model.task.encode(["warm-up text for the model"], model.tokenizer, model.max_length)
+        for n in (1, self.batch.max_batch_size):
+            model.runner.run(pad_batch(feats * n, model.tokenizer.pad_token_id or 0, model.runner.input_names))
+
+    @property
+    def ready(self) -> bool:
+        return self.accepting and not self.loading and bool(self.models) and all(m.ready for m in self.models.values())
+
+    def close(self, drain: bool = True) -> None:
+        """Stop accepting; with drain, finish every queued request before the batcher threads end."""
+        self.accepting = False
+        for model in self.models.values():
+            model.ready = False
+            if model.batcher is not None:
+                model.batcher.stop(drain=drain)
+
+    # -- requests ------------------------------------------------------------------
+    def get(self, name: str) -> ServedModel:
+        model = self.models.get(name)
+        if model is None and name in self.loading:
+            raise RequestError(f"Model '{name}' is still loading; retry when /v2/models/{name}/ready is true.", 503)
+        if model is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise RequestError(f"Unknown model '{name}'. Served models: {known}.", 404)
+        return model
+
+    def require_ready(self, name: str) -> ServedModel:
+        model = self.get(name)
+        if not self.accepting:
+            raise RequestError("The server is shutting down; retry on another replica.", 503)
+        if not model.ready or model.batcher is None:
+            raise RequestError(f"Model '{name}' is still loading; retry when /v2/models/{name}/ready is true.", 503)
+        return model
+
+    async def submit(self, name: str, inputs: Sequence[Any], timeout_s: float | None = None,
+                     request_id: str | None = None) -> list:
+        """Predictions for `inputs` (texts), in order. Raises RequestError with the status to answer."""
+        model = self.require_ready(name)
+        texts = self.limits.check_texts(inputs, model.max_length)
+        if model.batcher.queue_depth() >= self.batch.max_queue:  # refuse before paying for tokenization
+            raise RequestError(f"Model '{name}' is overloaded: {self.batch.max_queue} requests already queued "
+                               f"(--max-queue). Retry later with backoff.", 429)
+        if sum(map(len, texts)) > _INLINE_ENCODE_CHARS:
+            features, aux = await asyncio.to_thread(model.task.encode, texts, model.tokenizer, model.max_length)
+        else:
+            features, aux = model.task.encode(texts, model.tokenizer, model.max_length)
+        loop = asyncio.get_running_loop()
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        req = Request(features, aux, loop.create_future(), loop, time.monotonic() + timeout,
+                      id=request_id or f"req-{next(self._ids)}")
+        model.batcher.enqueue(req)
+        self._inflight[req.id] = req
+        try:
+            return await asyncio.wait_for(req.future, timeout)
+        except asyncio.TimeoutError:
+            raise RequestError(f"Request took longer than its {timeout:g} s deadline (--timeout-s).", 504) from None
+        finally:  # on cancellation (client gone) wait_for has cancelled the future: the batcher skips it
+            self._inflight.pop(req.id, None)
+
+    def abort(self, request_id: str) -> bool:
+        """Drop a request that has not been computed yet. True if it was still pending."""
+        req = self._inflight.get(request_id)
+        if req is None or req.future.done():
+            return False
+        return req.future.cancel()

@@ -1,0 +1,140 @@
+"""gRPC transport: the Open Inference Protocol v2 `inference.GRPCInferenceService` (grpc.aio).
+
+Runs on the same event loop and the same Engine as the REST app. Thin: protobuf tensors -> texts ->
+engine.submit -> protobuf tensors. RequestError.status (HTTP) maps to a gRPC code in _GRPC_CODES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import time
+
+import grpc
+
+from .. import __version__
+from ..errors import ConfigError, RequestError
+from . import oip
+from .proto import open_inference_pb2 as pb
+from .proto import open_inference_pb2_grpc as pb_grpc
+
+_GRPC_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED, 404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED, 500: grpc.StatusCode.INTERNAL, 503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+_OPEN_METHODS = {"ServerLive", "ServerReady"}  # health: no API key
+
+
+def _rpc(method):
+    """Auth, error mapping and metrics around one servicer method."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        start, status = time.perf_counter(), 200
+        try:
+            if name not in _OPEN_METHODS:
+                self.check_key(context)
+            return await method(self, request, context)
+        except RequestError as exc:
+            status = exc.status
+            await context.abort(_GRPC_CODES.get(exc.status, grpc.StatusCode.UNKNOWN), str(exc))
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        finally:
+            if name not in _OPEN_METHODS:
+                model = getattr(request, "model_name", "") or getattr(request, "name", "")
+                model = model if model in self.engine.models else ""
+                self.metrics.observe_request(model, "grpc", status, time.perf_counter() - start)
+
+    return wrapper
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, engine, metrics, limits):
+        self.engine, self.metrics = engine, metrics
+        self.key = limits.api_key.encode() if limits.api_key else None
+
+    def check_key(self, context) -> None:
+        if self.key is None:
+            return
+        header = dict(context.invocation_metadata()).get("authorization", "")
+        token = header[7:].encode() if header[:7].lower() == "bearer " else b""
+        if not hmac.compare_digest(token, self.key):
+            raise RequestError("Missing or wrong API key: send metadata 'authorization: Bearer <key>'.", 401)
+
+    @_rpc
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    @_rpc
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.engine.ready)
+
+    @_rpc
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(name="deploylm", version=__version__, extensions=[])
+
+    @_rpc
+    async def ModelReady(self, request, context):
+        model = self.engine.get(request.name)
+        oip.check_version(model, request.version)
+        return pb.ModelReadyResponse(ready=model.ready)
+
+    @_rpc
+    async def ModelMetadata(self, request, context):
+        model = self.engine.get(request.name)
+        oip.check_version(model, request.version)
+        meta = oip.model_metadata(model)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+                                        inputs=[tensor(**t) for t in meta["inputs"]],
+                                        outputs=[tensor(**t) for t in meta["outputs"]])
+
+    @_rpc
+    async def ModelInfer(self, request, context):
+        model = self.engine.get(request.model_name)
+        oip.check_version(model, request.model_version)
+        texts = _texts(request)
+        remaining = context.time_remaining()  # the client's gRPC deadline, if it set one, caps ours
+        timeout = None if remaining is None else min(remaining, self.engine.timeout_s)
+        preds = await self.engine.submit(model.name, texts, timeout_s=timeout, request_id=request.id or None)
+        values = oip.select_outputs(oip.output_values(model.task.name, preds), [o.name for o in request.outputs])
+        response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+        for name, arr in values.items():
+            response.outputs.add(name=name, datatype=oip.datatype_of(arr), shape=[len(arr)])
+            response.raw_output_contents.append(oip.to_raw(arr))
+        return response
+
+
+def _texts(request) -> list[str]:
+    inputs = request.inputs
+    tensor = inputs[0] if inputs else None
+    count = oip.check_input_tensor(tensor.name if tensor else None, tensor.datatype if tensor else None,
+                                   list(tensor.shape) if tensor else None, len(inputs))
+    if request.raw_input_contents:
+        if len(request.raw_input_contents) != 1:
+            raise RequestError("Expected one raw_input_contents entry for the one input tensor.", 400)
+        elements = oip.split_bytes_tensor(request.raw_input_contents[0], count)
+    else:
+        elements = list(tensor.contents.bytes_contents)
+    return oip.texts_from_elements(elements, count)
+
+
+def create_grpc_server(engine, metrics, limits, host: str, port: int):
+    """A started-later grpc.aio server bound to host:port; returns (server, bound port)."""
+    # Messages beyond the body limit are refused by gRPC itself (RESOURCE_EXHAUSTED), like 413 over HTTP.
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limits.max_body_bytes),
+                                      ("grpc.so_reuseport", 0)])
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(engine, metrics, limits), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise ConfigError(f"Cannot bind gRPC to {host}:{port} (port in use?). Choose another --grpc-port.")
+    return server, bound

@@ -1,0 +1,288 @@
+"""REST transport (FastAPI): task endpoints (/v1), Open Inference Protocol v2 (/v2), /metrics.
+
+Thin by design: parse the wire format, call engine.submit, shape the answer. Every error is a
+RequestError whose .status is the HTTP status, mapped to {"error": message} in one handler below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from typing import Any, List
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import RequestError
+from . import oip
+
+OPEN_PATHS = ("/v2/health/", "/metrics")  # no API key: probes and scrapers
+DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")  # the schema holds no data and the browser sends no key
+CLIENT_GONE = 499  # nginx's convention for "client closed the request"
+
+
+class PredictRequest(BaseModel):
+    inputs: List[Any] = Field(..., description="Texts to classify or tag (strings), at most --max-inputs.",
+                              examples=[["a gripping, beautifully acted film"]])
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class Guard:
+    """Pure ASGI middleware, outermost: metrics for every answer, API key, body size limit.
+
+    Written by hand because the body limit must stop reading at 1 MiB (Starlette/uvicorn have no such
+    option) and the metrics must see statuses produced here (401, 413) as well as the app's."""
+
+    def __init__(self, app, engine, metrics, limits):
+        self.app, self.engine, self.metrics, self.limits = app, engine, metrics, limits
+        self.key = limits.api_key.encode() if limits.api_key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, start, status = scope["path"], time.perf_counter(), [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            response = self._refuse(scope)
+            if response is None:
+                receive, response = await self._read_limited(scope, receive)
+            if response is not None:
+                await response(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            self._observe(path, status[0], time.perf_counter() - start)
+
+    def _refuse(self, scope) -> JSONResponse | None:
+        path = scope["path"]
+        if self.key is None or path.startswith(OPEN_PATHS) or path in DOCS_PATHS:
+            return None
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        token = header[7:] if header[:7].lower() == b"bearer " else b""
+        if not hmac.compare_digest(token, self.key):
+            return JSONResponse({"error": "Missing or wrong API key: send 'Authorization: Bearer <key>'."},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return None
+
+    async def _read_limited(self, scope, receive):
+        """Read the whole body (the endpoints all need it) up to the limit, then replay it."""
+        limit = self.limits.max_body_bytes
+        too_big = _error(413, f"Request body exceeds {limit} bytes (--max-body-bytes). Send fewer or shorter texts.")
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return receive, too_big
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return receive, Response(status_code=CLIENT_GONE)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return receive, too_big
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), [False]
+
+        async def replay():
+            if not replayed[0]:
+                replayed[0] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for http.disconnect
+
+        return replay, None
+
+    def _observe(self, path: str, status: int, seconds: float) -> None:
+        if path.startswith(OPEN_PATHS):
+            return
+        parts = path.split("/")
+        name = parts[3] if len(parts) > 3 and parts[2] == "models" else ""
+        model = name if name in self.engine.models else ""  # unknown names must not grow the label set
+        self.metrics.observe_request(model, "http", status, seconds)
+
+
+async def _until_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _submit(request: Request, engine, name: str, texts: Any) -> list:
+    """engine.submit, abandoned as soon as the client disconnects (so the request is dropped unrun)."""
+    work = asyncio.ensure_future(engine.submit(name, texts))
+    watch = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not work.done():
+        work.cancel()
+        raise RequestError("Client went away before the answer was ready.", CLIENT_GONE)
+    return work.result()
+
+
+def create_app(engine, metrics, limits) -> FastAPI:
+    app = FastAPI(title="deploylm", version=__version__,
+                  description="Task endpoints (/v1) and the Open Inference Protocol v2 (/v2) for deploylm models.")
+    app.add_middleware(Guard, engine=engine, metrics=metrics, limits=limits)
+
+    @app.exception_handler(RequestError)
+    async def request_error(_request, exc: RequestError):
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return _error(400, f"Invalid request at '{where}': {first.get('msg', 'malformed body')}.")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    # ---- task endpoints --------------------------------------------------------------------
+    @app.get("/v1/models", tags=["v1"], summary="Served models (OpenAI list format)")
+    async def list_models():
+        return {"object": "list", "data": [{"id": m.name, "object": "model", "created": m.created,
+                                            "owned_by": "deploylm", "task": m.task.name, "ready": m.ready}
+                                           for m in engine.models.values()]}
+
+    @app.post("/v1/models/{name}/predict", tags=["v1"], summary="Labels + scores, or entity spans, per text",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": PredictRequest.model_json_schema()}}}})
+    async def predict(name: str, request: Request):
+        engine.get(name)  # unknown model: 404 before looking at the body
+        body = _parse_json(await request.body())  # any content type: `curl -d` sends form-urlencoded
+        if not isinstance(body, dict) or "inputs" not in body:
+            raise RequestError('Request must be a JSON object like {"inputs": ["a text", ...]}.', 400)
+        preds = await _submit(request, engine, name, body["inputs"])
+        return {"model": name, "predictions": preds}
+
+    # ---- Open Inference Protocol v2 --------------------------------------------------------
+    @app.get("/v2", tags=["v2"])
+    async def server_metadata():
+        return {"name": "deploylm", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+    @app.get("/v2/health/live", tags=["v2"])
+    async def live():
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["v2"])
+    async def ready():
+        return JSONResponse({"ready": engine.ready}, status_code=200 if engine.ready else 503)
+
+    @app.get("/v2/models/{name}", tags=["v2"])
+    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"], include_in_schema=False)
+    async def model_metadata(name: str, version: str | None = None):
+        model = engine.get(name)
+        oip.check_version(model, version)
+        return oip.model_metadata(model)
+
+    @app.get("/v2/models/{name}/ready", tags=["v2"])
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], include_in_schema=False)
+    async def model_ready(name: str, version: str | None = None):
+        model = engine.get(name)
+        oip.check_version(model, version)
+        return JSONResponse({"name": name, "ready": model.ready}, status_code=200 if model.ready else 503)
+
+    @app.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=_INFER_SCHEMA)
+    @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], include_in_schema=False)
+    async def infer(name: str, request: Request, version: str | None = None):
+        model = engine.get(name)
+        oip.check_version(model, version)
+        header, texts, requested, binary_out = _parse_infer(await request.body(), request.headers)
+        preds = await _submit(request, engine, name, texts)
+        values = oip.select_outputs(oip.output_values(model.task.name, preds), requested)
+        return _infer_response(model, header.get("id"), values, binary_out)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def prometheus_metrics():
+        for m in engine.models.values():  # queue depth as of this scrape
+            if m.batcher is not None:
+                metrics.queue_depth.labels(m.name).set(m.batcher.queue_depth())
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+_INFER_SCHEMA = {"requestBody": {"content": {"application/json": {"schema": {
+    "type": "object", "required": ["inputs"],
+    "properties": {"id": {"type": "string"}, "inputs": {"type": "array", "items": {"type": "object"}},
+                   "outputs": {"type": "array", "items": {"type": "object"}}},
+    "example": {"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": ["a lovely film"]}]}}}}}}
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"Request body is not valid UTF-8 ({exc.reason} at byte {exc.start}).", 400) from None
+    except ValueError as exc:
+        raise RequestError(f"Request body is not valid JSON ({exc}).", 400) from None
+
+
+def _parse_infer(body: bytes, headers) -> tuple[dict, list[str], list[str], dict[str, bool]]:
+    """OIP JSON (optionally with Triton's binary tensor extension) -> (header, texts, requested outputs, binary?)."""
+    json_len = headers.get("inference-header-content-length")
+    if json_len is not None and (not json_len.isdigit() or int(json_len) > len(body)):
+        raise RequestError(f"Inference-Header-Content-Length {json_len!r} does not fit the {len(body)}-byte body.",
+                           400)
+    cut = int(json_len) if json_len is not None else len(body)
+    header = _parse_json(body[:cut])
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
+        raise RequestError("Request must be a JSON object with an 'inputs' list of tensors.", 400)
+    inputs = header["inputs"]
+    tensor = inputs[0] if inputs and isinstance(inputs[0], dict) else {}
+    count = oip.check_input_tensor(tensor.get("name"), tensor.get("datatype"), tensor.get("shape"), len(inputs))
+    params = tensor.get("parameters") or {}
+    if "binary_data_size" in params:
+        elements = oip.split_bytes_tensor(body[cut: cut + int(params["binary_data_size"])], count)
+    else:
+        data = tensor.get("data")
+        if not isinstance(data, list):
+            raise RequestError(f"Input '{oip.INPUT_NAME}' needs a 'data' list (or binary data).", 400)
+        elements = [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data]  # [N, 1] nested form
+    texts = oip.texts_from_elements(elements, count)
+    outputs = header.get("outputs") or []
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                for o in outputs):
+        raise RequestError("'outputs' must be a list of objects with a 'name'.", 400)
+    default_binary = bool((header.get("parameters") or {}).get("binary_data_output", False))
+    binary = {o["name"]: bool((o.get("parameters") or {}).get("binary_data", default_binary)) for o in outputs}
+    binary["*"] = default_binary
+    return header, texts, [o["name"] for o in outputs], binary
+
+
+def _infer_response(model, request_id, values, binary_out: dict[str, bool]) -> Response:
+    outputs, blobs = [], []
+    for name, arr in values.items():
+        entry = {"name": name, "datatype": oip.datatype_of(arr), "shape": [len(arr)]}
+        if binary_out.get(name, binary_out["*"]):
+            raw = oip.to_raw(arr)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = oip.to_json_data(arr)
+        outputs.append(entry)
+    doc = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
+    if request_id is not None:
+        doc["id"] = request_id
+    head = json.dumps(doc).encode()
+    if not blobs:
+        return Response(head, media_type="application/json")
+    return Response(head + b"".join(blobs), media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(head))})

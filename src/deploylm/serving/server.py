@@ -1,0 +1,161 @@
+"""Run the server: one process, one event loop, one Engine behind REST (uvicorn) and gRPC (grpc.aio).
+
+Start-up order: bind both ports (liveness answers at once) -> load and warm up each model in a thread ->
+readiness turns true. Shutdown (SIGINT/SIGTERM): stop accepting connections, let in-flight requests
+finish (uvicorn waits for them, gRPC gets a grace period), then drain the batchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import ConfigError
+from .batcher import BatchConfig
+from .limits import Limits
+
+
+@dataclass
+class ServeConfig:
+    artifacts: Sequence[Path]
+    names: Sequence[str] = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    grpc_port: int | None = 8001  # None: no gRPC
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    limits: Limits = field(default_factory=Limits)
+    timeout_s: float = 10.0
+    log_level: str = "warning"
+
+
+def read_api_key(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        key = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read --api-key-file {path}: {exc.strerror}.") from None
+    if len(key) < 16:
+        raise ConfigError(f"The API key in {path} is {len(key)} characters; use at least 16 random characters "
+                          "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))' > key.txt`).")
+    return key
+
+
+def model_names(cfg: ServeConfig) -> list[str]:
+    if cfg.names and len(cfg.names) != len(cfg.artifacts):
+        raise ConfigError(f"{len(cfg.names)} --name values for {len(cfg.artifacts)} artifacts: give one per artifact "
+                          "(in the same order) or none.")
+    names = list(cfg.names) or [Path(a).resolve().name for a in cfg.artifacts]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"Several artifacts would be served as {dupes}; tell them apart with --name.")
+    return names
+
+
+def build(cfg: ServeConfig):
+    """(FastAPI app, engine, metrics, lifespan hooks) for cfg; nothing bound or loaded yet."""
+    from .engine import Engine
+    from .http_app import create_app
+    from .metrics import ServerMetrics
+
+    metrics = ServerMetrics()
+    engine = Engine(cfg.batch, cfg.limits, cfg.timeout_s, metrics)
+    return create_app(engine, metrics, cfg.limits), engine, metrics
+
+
+async def _load_all(engine, cfg: ServeConfig, names: list[str], report: Callable[[str], None]) -> list[str]:
+    """Load and warm up each model in a thread; return what failed (the server then exits, like Triton)."""
+    from .engine import load_model
+
+    engine.loading.update(names)
+    failures = []
+    for path, name in zip(cfg.artifacts, names):
+        try:
+            model = await asyncio.to_thread(load_model, path, name)
+            await asyncio.to_thread(engine.add, model)
+        except Exception as exc:  # noqa: BLE001 - reported, then the server stops
+            failures.append(f"model '{name}' from {path}: {exc}")
+            continue
+        engine.loading.discard(name)
+        report(f"deploylm: model '{name}' ready ({model.task.name}, {model.runner.backend}) from {path}")
+    return failures
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its own shutdown, which would kill the process before gRPC and
+        the batchers drain; we own the signals instead and only ask uvicorn to exit."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
+
+        def request_exit(self) -> None:
+            if self.should_exit:
+                self.force_exit = True  # second signal: stop waiting for in-flight requests
+            self.should_exit = True
+
+    return Server
+
+
+async def serve_async(cfg: ServeConfig, report: Callable[[str], None] = print) -> None:
+    import uvicorn
+
+    from .grpc_server import create_grpc_server
+
+    _Server = _server_class()
+
+    names = model_names(cfg)
+    for path in cfg.artifacts:
+        if not Path(path).is_dir():
+            raise ConfigError(f"Artifact {path} is not a directory. Pass the directory a deploylm stage wrote.")
+    app, engine, metrics = build(cfg)
+    grpc_server = None
+    if cfg.grpc_port is not None:
+        grpc_server, grpc_port = create_grpc_server(engine, metrics, cfg.limits, cfg.host, cfg.grpc_port)
+        await grpc_server.start()
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=False,
+                            timeout_graceful_shutdown=int(cfg.timeout_s) + 5, lifespan="off")
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_exit)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if serving.done():  # could not bind: uvicorn has logged why
+        await serving
+        raise ConfigError(f"Could not start HTTP on {cfg.host}:{cfg.port} (port in use or not allowed).")
+    http_port = server.servers[0].sockets[0].getsockname()[1]
+    grpc_text = f" grpc={cfg.host}:{grpc_port}" if grpc_server is not None else ""
+    report(f"deploylm: listening http=http://{cfg.host}:{http_port}{grpc_text}")
+    loader = asyncio.create_task(_load_all(engine, cfg, names, report))
+    loader.add_done_callback(lambda t: t.cancelled() or not t.result() or server.request_exit())
+    try:
+        await serving  # returns after SIGINT/SIGTERM, once in-flight HTTP requests are answered
+    finally:
+        loader.cancel()
+        if grpc_server is not None:
+            await grpc_server.stop(grace=cfg.timeout_s)
+        await asyncio.to_thread(engine.close, True)
+        report("deploylm: stopped")
+    if loader.done() and not loader.cancelled() and loader.result():
+        raise ConfigError("Could not serve: " + "; ".join(loader.result()) + ". Fix or remove these artifacts.")
+
+
+def serve(cfg: ServeConfig) -> None:
+    def report(line: str) -> None:
+        print(line, flush=True)
+
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and cfg.limits.api_key is None:
+        print(f"deploylm: warning: serving on {cfg.host} without --api-key-file: anyone who reaches this host can "
+              "use the models.", file=sys.stderr, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_async(cfg, report))
