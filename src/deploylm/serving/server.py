@@ -137,6 +137,15 @@ async def serve_async(cfg: ServeConfig, report: Callable[[str], None] = print) -
     grpc_text = f" grpc={cfg.host}:{grpc_port}" if grpc_server is not None else ""
     report(f"deploylm: listening http=http://{cfg.host}:{http_port}{grpc_text}")
     loader = asyncio.create_task(_load_all(engine, cfg, names, report))
+
+    def _show_curl(task) -> None:  # a line users can paste once every model is ready
+        if task.cancelled() or task.result():
+            return
+        auth = " -H 'Authorization: Bearer $API_KEY'" if cfg.limits.api_key else ""
+        report(f"deploylm: try: curl -s{auth} -X POST http://{cfg.host}:{http_port}/v1/models/{names[0]}/predict "
+               "-H 'Content-Type: application/json' -d '{\"inputs\": [\"a gripping, beautifully acted film\"]}'")
+
+    loader.add_done_callback(_show_curl)
     loader.add_done_callback(lambda t: t.cancelled() or not t.result() or server.request_exit())
     try:
         await serving  # returns after SIGINT/SIGTERM, once in-flight HTTP requests are answered
