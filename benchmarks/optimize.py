@@ -83,10 +83,9 @@ def build_variants(src: Artifact, failures: list[str]) -> list[Artifact]:
     allow = GateOptions(data="sst2", allow_slower=True, allow_metric_drop=True)
     made: dict[str, Artifact] = {}
     plan = [("onnx-O2", lambda: export(src, WORK / "onnx-O2", optimize="O2", gate=allow, overwrite=True)),
-            ("onnx-O3", lambda: export(src, WORK / "onnx-O3", optimize="O3", gate=allow, overwrite=True)),
             ("dynamic-int8", lambda: quantize(src, WORK / "dynamic-int8", "dynamic-int8", gate=allow, overwrite=True)),
-            ("dynamic-int8-O3", lambda: quantize(made["onnx-O3"], WORK / "dynamic-int8-O3", "dynamic-int8", gate=allow,
-                                                 overwrite=True)),
+            ("dynamic-int8-of-O2", lambda: quantize(made["onnx-O2"], WORK / "dynamic-int8-of-O2", "dynamic-int8",
+                                                    gate=allow, overwrite=True)),
             ("static-int8", lambda: quantize(src, WORK / "static-int8", "static-int8", gate=allow, overwrite=True)),
             ("bf16", lambda: quantize(src, WORK / "bf16", "bf16", gate=allow, overwrite=True))]
     for name, build in plan:
@@ -95,7 +94,7 @@ def build_variants(src: Artifact, failures: list[str]) -> list[Artifact]:
             made[name] = build()
         except (DeployLMError, KeyError) as exc:
             failures.append(f"`{name}`: {exc}")
-    return [made[n] for n, _ in plan if n in made and n != "onnx-O3"]
+    return [made[n] for n, _ in plan if n in made]
 
 
 def verdict(art: Artifact) -> str:
@@ -208,6 +207,9 @@ def targets(results, base, peer, acc0) -> str:
     gf128 = cell(best, "128", 32, "gflop_per_s")
     out.append(f"- achieved at 128 tokens: {gf128:.0f} G(FL)OP/s = {100 * gf128 / CEILING[best['precision']]:.0f}% of the "
                f"{best['precision']} ceiling ({CEILING[best['precision']]:.0f}); aim >= 60% for int8")
+    out.append("- Caveat: one file measured twice on this shared host spreads by about +-10% (notes below), so a "
+               "ratio within ~0.1 of its target is not a robust pass or fail; the 6-round in-process check "
+               "below put the default dynamic-int8 at 1.04x the peer.")
     return "\n".join(out) + "\n"
 
 
@@ -219,8 +221,10 @@ Notes
   in (fp32 200, bf16 430, int8 850 on 2 threads). Attention products, softmax, LayerNorm, GELU and the
   dynamic quantisation of activations all run outside the int8 GEMMs, which is why int8 stays far from
   its ceiling.
-- deploylm's int8 variants are quantised *after* onnxruntime's transformer fusions (O2/O3), so attention
-  runs as QAttention; Optimum's int8 quantises the unfused export. Weights are int8 per output channel.
+- `dynamic-int8` quantises the unfused eager export (per-channel int8 weights, projection MatMuls only)
+  and leaves fusion to the session; `dynamic-int8-of-O2` is the same method applied to the O2-fused
+  export (attention becomes QAttention), shown because it measured slower. Optimum's int8 also quantises
+  the activation-activation MatMuls of attention.
 - static-int8 (QDQ, MinMax calibration on 200 training sentences) quantises activations with fixed ranges;
   it is kept as a method but the table shows what it costs in accuracy on this model.
 - bf16 runs on torch (autocast, bf16 weights): onnxruntime's CPU provider has no bf16 MatMul kernel
@@ -228,6 +232,15 @@ Notes
 - torchao 0.18 installs with torch 2.13, but in a one-off check (MiniLM-L6, batch 32 x 32 tokens, eager,
   no torch.compile) Int8DynamicActivationInt8Weight ran at 0.37x and Int8WeightOnly at 0.55x the speed of
   fp32 eager, so deploylm offers no torch int8 path (torch.ao is deprecated) and torchao is not a dependency.
+- One-off checks toward the 1.15x-over-peer target (full-SST-2 MiniLM, 256 dev sentences, batch 32, real
+  lengths, 6 interleaved rounds in one process; not reproduced by this script), throughput vs the peer's
+  int8 and dev accuracy: per-channel int8 of the unfused export 1.04x / 89.22 (now the default),
+  same + activation-activation MatMuls 1.05x / 88.88, int8 of the O2 graph (QAttention) 0.91x / 88.99,
+  MultiHeadAttention fusion + int8 0.88-0.89x, O2 without attention fusion + int8 0.90-0.91x;
+  onnxruntime's MatMulNBits 8-bit (block 32, accuracy_level 4) 0.52x. The python-side fusions make int8
+  slower here because the session's own int8 fusions (DynamicQuantizeMatMul, MatMulIntegerToFloat with
+  bias) no longer match around SkipLayerNormalization/BiasGelu. Single runs of one file spread by
+  +-10%, so gains of a few percent are not claimed.
 - The gate column applies the default limits (metric drop <= 1.0 pt, not slower than the parent) to the
   gate figures measured when the variant was built; the variants here were built with the allow flags so
   that every one could be measured.

@@ -59,15 +59,28 @@ def test_each_method_passes_parity_and_records_the_gate(env, method):
     assert logits.shape == (2, 2) and logits.dtype == np.float32
 
 
-def test_dynamic_int8_is_per_channel_and_fused(env):
+def test_dynamic_int8_is_per_channel_on_the_unfused_export(env):
     import onnx
 
     root, art, data = env
     out = quantize(art, root / "q-dyn-check", "dynamic-int8", gate=GateOptions(data=str(data), **LENIENT))
     ops = {n.op_type for n in onnx.load(str(out.path / "model.onnx")).graph.node}
-    assert "QAttention" in ops and "MatMulInteger" in ops  # the fused attention itself is int8
+    assert "MatMulInteger" in ops and "QAttention" not in ops  # the session, not the file, fuses
     assert out.manifest["optimization"]["per_channel"] is True
-    assert out.manifest["optimization"]["export"]["fused_ops"]["Attention"] == 2
+    assert out.manifest["optimization"]["export"]["optimize"] is None
+
+
+def test_dynamic_int8_of_a_fused_onnx_parent_quantises_attention(env):
+    import onnx
+
+    from deploylm.optimize.export_onnx import export
+
+    root, art, data = env
+    fused = export(art, root / "o2-parent", optimize="O2", gate=GateOptions(data=str(data), **LENIENT))
+    out = quantize(fused, root / "q-of-o2", "dynamic-int8", gate=GateOptions(data=str(data), **LENIENT))
+    ops = {n.op_type for n in onnx.load(str(out.path / "model.onnx")).graph.node}
+    assert "QAttention" in ops and "MatMulInteger" in ops
+    assert out.manifest["parent"]["path"] == str(fused.path.resolve())
 
 
 def test_static_int8_quantises_activations(env):

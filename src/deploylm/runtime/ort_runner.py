@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import settings
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, ConfigError
 from .base import register_runner
 
 MODEL_FILE = "model.onnx"
@@ -26,7 +26,7 @@ def session_options(threads: int | None = None, graph_level: str = "all"):
     import onnxruntime as ort
 
     if graph_level not in GRAPH_LEVELS:
-        raise BackendUnavailableError(f"Unknown graph optimisation level '{graph_level}'. Use one of {GRAPH_LEVELS}.")
+        raise ConfigError(f"Unknown graph optimisation level '{graph_level}'. Use one of {GRAPH_LEVELS}.")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or settings.num_threads()
     so.inter_op_num_threads = 1
