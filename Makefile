@@ -20,9 +20,9 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/deploylm pipeline examples/demo.yaml
-	$(BIN)/deploylm predict runs/demo/04-quantize "a gripping, beautifully acted film" "a dull and tedious mess"
+	$(BIN)/deploylm predict runs/demo/03-quantize "a gripping, beautifully acted film" "a dull and tedious mess"
 	@echo "Serving the int8 model; the curl line below works once it says ready. Ctrl-C to stop."
-	$(BIN)/deploylm serve runs/demo/04-quantize --name sst2 --port 8000 --grpc-port 8001
+	$(BIN)/deploylm serve runs/demo/03-quantize --name sst2 --port 8000 --grpc-port 8001
 
 # pytest exits 5 when it collects nothing: that is a broken suite, not a pass.
 test: install
