@@ -94,7 +94,8 @@ def main() -> None:
         "CoNLL-2003 test F1 BERT-base ≈ 92.4. all-MiniLM-L6-v2 is a sentence-embedding checkpoint (uncased), "
         "which costs NER some points against cased BERT-style NER checkpoints.",
         "",
-        "Note on the GPU row: 3 epochs of full SST-2 take hours on these 2 cores, so the full-data run was done on a lent",
+        "Note on the GPU row: 2 epochs of full SST-2 take about 50 min of both cores here at the CPU throughput below, and the",
+        "machine was shared with other work, so the full-data run was done on a lent",
         "H200 with the same code (`benchmarks/device_finetune.sh`, `device: auto`), its weights brought back and",
         "restored to fp32 (`benchmarks/import_device_model.py`); its dev accuracy above was re-measured on this CPU.",
         "The CPU training throughput is the `make demo` subset row. That GPU run also trained CoNLL-2003 for 3 epochs:",

@@ -8,6 +8,7 @@ that produced them, comparisons side by side) and any plots next to it. Run a su
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ ORDER = ["finetune", "optimize", "serve"]
 
 
 def main() -> int:
-    wanted = os.environ.get("SECTIONS", "").split() or ORDER
+    # `--assemble`: only rebuild BENCHMARKS.md from the committed section results
+    wanted = [] if "--assemble" in sys.argv else (os.environ.get("SECTIONS", "").split() or ORDER)
     for name in wanted:
         script = HERE / f"{name}.py"
         if not script.is_file():
@@ -42,7 +44,9 @@ def main() -> int:
     for name in ORDER:
         res = HERE / "results" / f"{name}.md"
         if res.is_file():
-            parts.append(res.read_text().rstrip() + "\n")
+            # section files link their plots relative to results/; BENCHMARKS.md sits at the repo root
+            text = re.sub(r"\]\((?!https?:|/)([^)]+\.png)\)", r"](benchmarks/results/\1)", res.read_text())
+            parts.append(text.rstrip() + "\n")
     (HERE.parent / "BENCHMARKS.md").write_text("\n".join(parts))
     print("wrote BENCHMARKS.md")
     return 0

@@ -49,3 +49,16 @@ def peer_python() -> Path | None:
     env = os.environ.get("DEPLOYLM_PEER_PYTHON")
     path = Path(env) if env else _REPO_ROOT / "benchmarks" / ".peer-venv" / "bin" / "python"
     return path if path.is_file() else None
+
+
+def spin_wait() -> bool:
+    """Whether math threads busy-wait between calls ($DEPLOYLM_SPIN_WAIT, default on: best for offline
+    batches). A server turns it off (see use_passive_threads)."""
+    return os.environ.get("DEPLOYLM_SPIN_WAIT", "1").lower() not in ("0", "false", "no")
+
+
+def use_passive_threads() -> None:
+    """For serving, before torch/onnxruntime start their thread pools: between batches, spinning
+    OpenMP/ORT workers steal the cores that the event loop needs to parse and answer requests."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ["DEPLOYLM_SPIN_WAIT"] = "0"

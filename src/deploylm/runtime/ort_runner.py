@@ -37,6 +37,8 @@ def session_options(threads: int | None = None, graph_level: str = "all"):
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[graph_level]
+    if not settings.spin_wait():
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # warnings about unused initialisers etc. are noise for users
     return so
 

@@ -33,6 +33,9 @@ def serve(
     log_level: str = typer.Option("warning"),
 ) -> None:
     """Serve artifacts over REST (task endpoints + Open Inference Protocol v2) and gRPC, with dynamic batching."""
+    from .. import settings
+
+    settings.use_passive_threads()  # before any model (and its thread pool) loads
     from .batcher import BatchConfig
     from .limits import Limits
     from .server import ServeConfig, read_api_key
