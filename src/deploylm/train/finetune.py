@@ -61,6 +61,7 @@ def _eval_every(steps_per_epoch: int) -> int:
 def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, resume: bool = False) -> Artifact:
     import torch
     from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers.trainer_callback import ProgressCallback
 
     output = Path(output)
     if not (resume and checkpoint_dir(output).exists()):
@@ -108,6 +109,9 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
                       data_collator=task.collator(tokenizer), compute_metrics=task.trainer_metrics(dict(enumerate(labels))),
                       callbacks=[LossThroughputCallback()])
+    for cb in list(trainer.callback_handler.callbacks):  # ours (a subclass) draws the bar, with loss and samples/s
+        if type(cb) is ProgressCallback:
+            trainer.remove_callback(cb)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume_from else None)
     seconds = time.perf_counter() - started
