@@ -208,8 +208,7 @@ def targets(results, base, peer, acc0) -> str:
     out.append(f"- achieved at 128 tokens: {gf128:.0f} G(FL)OP/s = {100 * gf128 / CEILING[best['precision']]:.0f}% of the "
                f"{best['precision']} ceiling ({CEILING[best['precision']]:.0f}); aim >= 60% for int8")
     out.append("- Caveat: one file measured twice on this shared host spreads by about +-10% (notes below), so a "
-               "ratio within ~0.1 of its target is not a robust pass or fail; the 6-round in-process check "
-               "below put the default dynamic-int8 at 1.04x the peer.")
+               "ratio within ~0.1 of its target is not a robust pass or fail.")
     return "\n".join(out) + "\n"
 
 
@@ -226,21 +225,18 @@ Notes
   export (attention becomes QAttention), shown because it measured slower. Optimum's int8 also quantises
   the activation-activation MatMuls of attention.
 - static-int8 (QDQ, MinMax calibration on 200 training sentences) quantises activations with fixed ranges;
-  it is kept as a method but the table shows what it costs in accuracy on this model.
+  it is kept as a method; on this model it fails the parity check (see "Variants refused" below).
 - bf16 runs on torch (autocast, bf16 weights): onnxruntime's CPU provider has no bf16 MatMul kernel
   ("Could not find an implementation for MatMul(13)", checked with onnxruntime 1.32).
-- torchao 0.18 installs with torch 2.13, but in a one-off check (MiniLM-L6, batch 32 x 32 tokens, eager,
-  no torch.compile) Int8DynamicActivationInt8Weight ran at 0.37x and Int8WeightOnly at 0.55x the speed of
-  fp32 eager, so deploylm offers no torch int8 path (torch.ao is deprecated) and torchao is not a dependency.
-- One-off checks toward the 1.15x-over-peer target (full-SST-2 MiniLM, 256 dev sentences, batch 32, real
-  lengths, 6 interleaved rounds in one process; not reproduced by this script), throughput vs the peer's
-  int8 and dev accuracy: per-channel int8 of the unfused export 1.04x / 89.22 (now the default),
-  same + activation-activation MatMuls 1.05x / 88.88, int8 of the O2 graph (QAttention) 0.91x / 88.99,
-  MultiHeadAttention fusion + int8 0.88-0.89x, O2 without attention fusion + int8 0.90-0.91x;
-  onnxruntime's MatMulNBits 8-bit (block 32, accuracy_level 4) 0.52x. The python-side fusions make int8
-  slower here because the session's own int8 fusions (DynamicQuantizeMatMul, MatMulIntegerToFloat with
-  bias) no longer match around SkipLayerNormalization/BiasGelu. Single runs of one file spread by
-  +-10%, so gains of a few percent are not claimed.
+- torchao 0.18 installs with torch 2.13, but its int8 configs (dynamic activation + weight, weight-only) ran
+  slower than fp32 eager on this CPU in an exploratory check that no committed script reproduces, so deploylm
+  offers no torch int8 path yet (torch.ao is deprecated) and torchao is not a dependency.
+- Recipes tried toward the 1.15x-over-peer target in exploratory runs (not reproduced by a committed script,
+  so no figures here): quantising the activation-activation MatMuls too, int8 of the O2-fused graph
+  (QAttention, kept above as `dynamic-int8-of-O2`), MultiHeadAttention fusion, O2 without attention fusion,
+  onnxruntime's MatMulNBits 8-bit. None beat the default; a likely reason is that python-side fusions stop the
+  session's own int8 fusions (DynamicQuantizeMatMul, MatMulIntegerToFloat with bias) from matching around
+  SkipLayerNormalization/BiasGelu.
 - The gate column applies the default limits (metric drop <= 1.0 pt, not slower than the parent) to the
   gate figures measured when the variant was built; the variants here were built with the allow flags so
   that every one could be measured.
