@@ -9,6 +9,7 @@ writes benchmarks/results/finetune.md.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -58,7 +59,7 @@ def main() -> None:
     if only:  # e.g. the GPU run: train the chosen jobs, print their manifests, write no section
         for name in only.split(","):
             art = run_job(name, JOBS[name])
-            print("MANIFEST", name, __import__("json").dumps({k: art.manifest[k] for k in ("config", "metrics", "training")}), flush=True)
+            print("MANIFEST", name, json.dumps({k: art.manifest[k] for k in ("config", "metrics", "training")}), flush=True)
         return
     arts = {name: run_job(name, cfg) for name, cfg in JOBS.items()}
     conll = arts["conll-minilm"]

@@ -33,16 +33,14 @@ def _kwargs_wrapper(model, names):
 
 def export_to_file(parent: Artifact, path: Path) -> tuple[str, ...]:
     """Write parent's model as ONNX to path; return the graph's input names."""
-    import inspect
-
     import torch
 
+    from ..runtime.torch_runner import model_input_names
     from ..tasks import get_task
 
     # Eager attention: with SDPA the exported graph has no pattern ORT's Attention fusion recognises.
-    model = get_task(parent.task).load_model(str(parent.path), attn_implementation="eager").float().eval()
-    accepted = set(inspect.signature(model.forward).parameters)
-    names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
+    model = get_task(parent.task).load_model(str(parent.path), attn_implementation="eager").eval()  # fp32: load_model
+    names = model_input_names(model)
     dummy = tuple(torch.ones((2, 16), dtype=torch.long) for _ in names)
     out_axes = {0: "batch"} if parent.task == "classification" else {0: "batch", 1: "sequence"}
     with torch.inference_mode():

@@ -9,8 +9,8 @@
   bf16 (torch): weights stored in bfloat16, run under autocast (this CPU has AVX512-BF16; ORT's CPU
       provider has no bf16 MatMul kernel, checked: "Could not find an implementation for MatMul(13)").
 
-torchao int8 (dynamic and weight-only) was measured 1.8-2.7x *slower* than fp32 eager on this CPU
-without torch.compile, so the torch backend offers bf16 only (see benchmarks/results/optimize.md).
+torchao int8 (dynamic and weight-only) ran slower than fp32 eager on this CPU without torch.compile in an
+exploratory check, so the torch backend offers bf16 only (see the notes in benchmarks/results/optimize.md).
 """
 
 from __future__ import annotations
@@ -122,8 +122,9 @@ def _ort_files(parent: Artifact, dest: Path, method: str, calibration: list | No
             info["source"] = "parent ONNX graph"
         else:
             # dynamic-int8 quantises the *unfused* export and leaves fusion to the session (ORT_ENABLE_ALL:
-            # DynamicQuantizeMatMul, MatMulIntegerToFloat, LayerNorm/GELU): on MiniLM that measured 1.04x
-            # Optimum's int8 at -0.23 pt, against 0.91x for int8 of the python-fused graph (QAttention).
+            # DynamicQuantizeMatMul, MatMulIntegerToFloat, LayerNorm/GELU): on MiniLM it measured faster than
+            # int8 of the python-fused graph (QAttention); see dynamic-int8 vs dynamic-int8-of-O2 in
+            # benchmarks/results/optimize.md.
             # Static QDQ needs typed activations everywhere, which the O2-fused graph gives it.
             cfg = check_supported(parent)
             info["export"] = build_onnx_files(parent, Path(tmp), "O2" if method == "static-int8" else None, cfg)

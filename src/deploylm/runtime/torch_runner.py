@@ -8,6 +8,17 @@ from .. import settings
 from .base import register_runner
 
 
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_input_names(model) -> tuple[str, ...]:
+    """The encoder inputs this model's forward() takes (MPNet/RoBERTa-style models take no token_type_ids)."""
+    import inspect
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    return tuple(n for n in MODEL_INPUTS if n in accepted)
+
+
 class TorchRunner:
     backend = "torch"
 
@@ -18,10 +29,7 @@ class TorchRunner:
         self._torch = torch
         self.model = model.eval()
         self.dtype = dtype
-        import inspect
-
-        accepted = set(inspect.signature(self.model.forward).parameters)
-        self.input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
+        self.input_names = model_input_names(self.model)
 
     def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
