@@ -37,8 +37,11 @@ def session_options(threads: int | None = None, graph_level: str = "all"):
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[graph_level]
-    if not settings.spin_wait():
+    spin = settings.spin_wait()
+    if spin == "never":
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif spin == "during-run":  # spin between a call's ops, stop the moment session.run returns
+        so.add_session_config_entry("session.force_spinning_stop", "1")
     so.log_severity_level = 3  # warnings about unused initialisers etc. are noise for users
     return so
 

@@ -35,7 +35,7 @@ def serve(
     """Serve artifacts over REST (task endpoints + Open Inference Protocol v2) and gRPC, with dynamic batching."""
     from .. import settings
 
-    settings.use_passive_threads()  # before any model (and its thread pool) loads
+    settings.use_serving_threads()  # before any model (and its thread pool) loads
     from .batcher import BatchConfig
     from .limits import Limits
     from .server import ServeConfig, read_api_key

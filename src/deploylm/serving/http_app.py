@@ -21,10 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import RequestError
 from . import oip
+from .engine import CLIENT_GONE
 
 OPEN_PATHS = ("/v2/health/", "/metrics")  # no API key: probes and scrapers
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")  # the schema holds no data and the browser sends no key
-CLIENT_GONE = 499  # nginx's convention for "client closed the request"
 
 
 class PredictRequest(BaseModel):
@@ -121,17 +121,17 @@ async def _until_disconnect(request: Request) -> None:
 
 
 async def _submit(request: Request, engine, name: str, texts: Any) -> list:
-    """engine.submit, abandoned as soon as the client disconnects (so the request is dropped unrun)."""
-    work = asyncio.ensure_future(engine.submit(name, texts))
+    """engine.submit, dropped unrun as soon as the client disconnects."""
     watch = asyncio.ensure_future(_until_disconnect(request))
     try:
-        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        return await engine.submit(name, texts, gone=watch)
     finally:
         watch.cancel()
-    if not work.done():
-        work.cancel()
-        raise RequestError("Client went away before the answer was ready.", CLIENT_GONE)
-    return work.result()
+
+
+def _json(doc: Any) -> Response:
+    """Serialised here: FastAPI's jsonable_encoder would walk every value of these plain dicts again."""
+    return Response(json.dumps(doc, ensure_ascii=False).encode(), media_type="application/json")
 
 
 def create_app(engine, metrics, limits) -> FastAPI:
@@ -169,7 +169,7 @@ def create_app(engine, metrics, limits) -> FastAPI:
         if not isinstance(body, dict) or "inputs" not in body:
             raise RequestError('Request must be a JSON object like {"inputs": ["a text", ...]}.', 400)
         preds = await _submit(request, engine, name, body["inputs"])
-        return {"model": name, "predictions": preds}
+        return _json({"model": name, "predictions": preds})
 
     # ---- Open Inference Protocol v2 --------------------------------------------------------
     @app.get("/v2", tags=["v2"])
