@@ -340,3 +340,50 @@ def test_graceful_shutdown_answers_in_flight_requests(tiny_cls, tmp_path):
     assert [r.status_code for r in answers] == [200] * 4
     assert all(len(r.json()["predictions"]) == 256 for r in answers)
     assert "deploylm: stopped" in srv.log.read_text()
+
+
+def test_versions_of_one_model_side_by_side(tiny_cls, tmp_path):
+    """NAME addresses the highest version, NAME/versions/V (OIP and /v1) or NAME:V one version; the two
+    versions here have different label sets, so each answer shows which artifact computed it."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from conftest import build_tiny_artifact
+    from prometheus_client.parser import text_string_to_metric_families
+
+    v10 = build_tiny_artifact(tmp_path / "v10", "classification", labels=["bad", "good"], seed=1)
+    srv = start_server(tmp_path, [tiny_cls.path, v10.path], names=["sent:2", "sent:10"])
+    try:
+        with srv.client() as c:
+            listed = c.get("/v1/models").json()["data"]
+            latest = c.post("/v1/models/sent/predict", json={"inputs": ["fine"]}).json()
+            v2 = c.post("/v1/models/sent/versions/2/predict", json={"inputs": ["fine"]}).json()
+            by_id = c.post("/v1/models/sent:2/predict", json={"inputs": ["fine"]}).json()
+            missing = c.post("/v1/models/sent/versions/3/predict", json={"inputs": ["fine"]})
+            meta = c.get("/v2/models/sent").json()
+            ready = c.get("/v2/models/sent/versions/2/ready")
+        assert [(m["id"], m["version"]) for m in listed] == [("sent", "10"), ("sent:2", "2")]  # 10 > 2, numerically
+        assert latest["version"] == "10" and latest["predictions"][0]["label"] in ("bad", "good")
+        assert v2["version"] == by_id["version"] == "2" and v2["predictions"][0]["label"] in ("negative", "positive")
+        assert missing.status_code == 404 and "served versions: 2, 10" in missing.json()["error"]
+        assert meta["versions"] == ["2", "10"] and ready.status_code == 200
+
+        oip = httpclient.InferenceServerClient(srv.http.removeprefix("http://"))
+        inp = httpclient.InferInput("TEXT", [1], "BYTES")
+        inp.set_data_from_numpy(np.array([b"fine"], dtype=object))
+        res = oip.infer("sent", [inp], model_version="2")
+        assert res.get_response()["model_version"] == "2" and res.as_numpy("LABEL")[0] in (b"negative", b"positive")
+        g = grpcclient.InferenceServerClient(srv.grpc)
+        ginp = grpcclient.InferInput("TEXT", [1], "BYTES")
+        ginp.set_data_from_numpy(np.array([b"fine"], dtype=object))
+        assert g.infer("sent", [ginp]).as_numpy("LABEL")[0] in (b"bad", b"good")
+        assert g.infer("sent", [ginp], model_version="2").as_numpy("LABEL")[0] in (b"negative", b"positive")
+        with pytest.raises(Exception, match="no version '7'"):
+            g.infer("sent", [ginp], model_version="7")
+        with srv.client() as c:
+            metrics = c.get("/metrics").text
+        families = {f.name: f for f in text_string_to_metric_families(metrics)}
+        versions = {s.labels["version"] for s in families["deploylm_requests"].samples
+                    if s.labels.get("model") == "sent" and s.name == "deploylm_requests_total"}
+        assert versions == {"2", "10"}
+    finally:
+        assert stop_server(srv) == 0, srv.log.read_text()

@@ -88,7 +88,7 @@ def test_queued_requests_share_one_batch_and_get_their_own_answers(tokenizer):
     engine.close()
     assert [rows for rows, _ in runner.calls] == [1, len(TEXTS)]
     assert [a[0]["label"] for a in answers] == [expected_label(tokenizer, t) for t in TEXTS]
-    assert metrics.batch_size.labels("m")._sum.get() == 1 + len(TEXTS)
+    assert metrics.batch_size.labels("m", "1")._sum.get() == 1 + len(TEXTS)
 
 
 def test_batches_respect_max_size_and_a_big_request_keeps_input_order(tokenizer):
@@ -168,7 +168,7 @@ def test_cancelled_request_is_dropped_before_compute(tokenizer):
     engine.close()
     assert [rows for rows, _ in runner.calls] == [1, 2]
     assert len(kept) == 2
-    assert metrics.dropped.labels("m", "cancelled")._value.get() == 1
+    assert metrics.dropped.labels("m", "1", "cancelled")._value.get() == 1
 
 
 def test_abort_by_request_id(tokenizer):
@@ -250,3 +250,37 @@ def test_unknown_model_is_404_and_names_the_served_ones(tokenizer):
         asyncio.run(engine.submit("nope", ["x"]))
     engine.close()
     assert info.value.status == 404 and "m" in str(info.value)
+
+
+def test_versions_are_routed_to_their_own_runner(tokenizer):
+    engine, v1, _ = make_engine(tokenizer)
+    v2 = FakeRunner()
+    engine.add(ServedModel("m", get_task("classification"), tokenizer, v2, ["even", "odd"], 64, version="2"),
+               warmup=False)
+    try:
+        assert engine.get("m").version == "2" and engine.get("m", "1").version == "1"
+        assert engine.get("m:1").version == "1"
+        with pytest.raises(RequestError, match="no version '3'; served versions: 1, 2") as err:
+            engine.get("m", "3")
+        assert err.value.status == 404
+
+        async def both():
+            await engine.submit("m", ["to the latest"])
+            await engine.submit("m", ["to version one", "and again"], version="1")
+
+        asyncio.run(both())
+        assert [rows for rows, _ in v2.calls] == [1] and sum(rows for rows, _ in v1.calls) == 2
+    finally:
+        engine.close()
+
+
+def test_serve_names_with_versions():
+    from deploylm.errors import ConfigError
+    from deploylm.serving.server import ServeConfig, model_names
+
+    assert model_names(ServeConfig(["a", "b"], ["sst2:1", "sst2:2"])) == [("sst2", "1"), ("sst2", "2")]
+    assert model_names(ServeConfig(["/x/runs/int8"])) == [("int8", "1")]
+    with pytest.raises(ConfigError, match="sst2:1"):
+        model_names(ServeConfig(["a", "b"], ["sst2", "sst2:1"]))  # no version given means 1
+    with pytest.raises(ConfigError, match="NAME:VERSION"):
+        model_names(ServeConfig(["a"], ["sst2:v 2"]))

@@ -77,9 +77,10 @@ class Batcher:
     """Queue + batcher thread for one model. `decode(logits_row, aux) -> prediction` runs in the thread."""
 
     def __init__(self, name: str, runner, decode: Callable[[Any, Any], Any], pad_id: int, config: BatchConfig,
-                 metrics=None):
+                 metrics=None, labels: tuple[str, ...] | None = None):
         self.name, self.runner, self.decode, self.pad_id, self.config = name, runner, decode, pad_id, config
         self.metrics = metrics
+        self.labels = labels or (name, "1")  # (model, version) for the metrics
         self._queue: deque[Request] = deque()
         self._queued_items = 0
         self._cond = threading.Condition()
@@ -179,7 +180,7 @@ class Batcher:
             reason = "deadline"
             req.fail(RequestError(f"Request waited past its deadline in the queue of model '{self.name}'.", 504))
         if self.metrics is not None:
-            self.metrics.dropped.labels(self.name, reason).inc()
+            self.metrics.dropped.labels(*self.labels, reason).inc()
 
     def _execute(self, items: list[tuple[Request, int]]) -> None:
         feats = [req.features[i] for req, i in items]
@@ -194,7 +195,7 @@ class Batcher:
             logits = self.runner.run(pad_batch(feats, self.pad_id, self.runner.input_names))["logits"]
             self.batches_run += 1
             if self.metrics is not None:
-                self.metrics.batch_size.labels(self.name).observe(len(part))
+                self.metrics.batch_size.labels(*self.labels).observe(len(part))
             for row, (req, i) in enumerate(part):
                 n = len(req.features[i]["input_ids"])
                 req.results[i] = self.decode(logits[row] if logits.ndim == 2 else logits[row, :n], req.aux[i])
@@ -211,4 +212,4 @@ class Batcher:
 
     def _report_depth(self) -> None:
         if self.metrics is not None:
-            self.metrics.queue_depth.labels(self.name).set(len(self._queue))
+            self.metrics.queue_depth.labels(*self.labels).set(len(self._queue))

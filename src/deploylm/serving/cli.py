@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     artifacts: List[Path] = typer.Argument(..., help="artifact directories to serve"),
-    name: Optional[List[str]] = typer.Option(None, "--name", help="model name per artifact (default: dir name)"),
+    name: Optional[List[str]] = typer.Option(None, "--name", help="NAME or NAME:VERSION per artifact, in order (default: the directory's name, version 1); "
+                                     "NAME addresses its highest version"),
     host: str = typer.Option("127.0.0.1", help="interface to bind; anything but loopback wants --api-key-file"),
     port: int = typer.Option(8000, help="HTTP port (0: any free port)"),
     grpc_port: int = typer.Option(8001, help="gRPC port (0: any free port, -1: no gRPC)"),

@@ -42,8 +42,17 @@ class ServedModel:
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.labels))
 
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.version}"
 
-def load_model(path: str | Path, name: str | None = None) -> ServedModel:
+
+def version_order(version: str) -> tuple:
+    """Latest = highest version: numeric ones by value (2 < 10), any numeric above any other (as Triton)."""
+    return (1, int(version), "") if version.isdigit() else (0, 0, version)
+
+
+def load_model(path: str | Path, name: str | None = None, version: str = "1") -> ServedModel:
     """Open an artifact (checksums verified) and its runner via open_runner; no backend is named here."""
     from ..artifacts import Artifact
     from ..evaluation import load_tokenizer
@@ -53,8 +62,8 @@ def load_model(path: str | Path, name: str | None = None) -> ServedModel:
     art = Artifact.open(path)
     runner = open_runner(art)
     return ServedModel(name=name or art.name, task=get_task(art.task), tokenizer=load_tokenizer(art), runner=runner,
-                       labels=art.labels, max_length=art.max_length, platform=f"deploylm_{runner.backend}",
-                       source=str(art.path))
+                       labels=art.labels, max_length=art.max_length, version=version,
+                       platform=f"deploylm_{runner.backend}", source=str(art.path))
 
 
 class Engine:
@@ -64,7 +73,7 @@ class Engine:
         self.limits = limits or Limits()
         self.timeout_s = timeout_s
         self.metrics = metrics
-        self.models: dict[str, ServedModel] = {}
+        self.models: dict[str, ServedModel] = {}  # by key, "NAME:VERSION"
         self.loading: set[str] = set()  # names announced but not loaded yet: 503, not 404
         self._inflight: dict[str, Request] = {}
         self._ids = itertools.count(1)
@@ -73,13 +82,14 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------
     def add(self, model: ServedModel, warmup: bool = True) -> None:
         """Register a loaded model, warm it up, start its batcher; it is ready only after this."""
-        if model.name in self.models:
-            raise ConfigError(f"Two models are named '{model.name}'. Give each a distinct --name.")
-        self.models[model.name] = model
+        if model.key in self.models:
+            raise ConfigError(f"Two models are served as '{model.key}'. Give each a distinct --name NAME[:VERSION].")
+        self.models[model.key] = model
         if warmup:
             self._warm_up(model)
-        model.batcher = Batcher(model.name, model.runner, lambda lg, aux, m=model: m.task.decode(lg, aux, m.id2label),
-                                model.tokenizer.pad_token_id or 0, self.batch, self.metrics)
+        model.batcher = Batcher(model.key, model.runner, lambda lg, aux, m=model: m.task.decode(lg, aux, m.id2label),
+                                model.tokenizer.pad_token_id or 0, self.batch, self.metrics,
+                                labels=(model.name, model.version))
         model.batcher.start()
         model.ready = True
 
@@ -104,17 +114,35 @@ class Engine:
                 model.batcher.stop(drain=drain)
 
     # -- requests ------------------------------------------------------------------
-    def get(self, name: str) -> ServedModel:
-        model = self.models.get(name)
-        if model is None and name in self.loading:
-            raise RequestError(f"Model '{name}' is still loading; retry when /v2/models/{name}/ready is true.", 503)
-        if model is None:
-            known = ", ".join(sorted(self.models)) or "none"
-            raise RequestError(f"Unknown model '{name}'. Served models: {known}.", 404)
-        return model
+    def names(self) -> list[str]:
+        return sorted({m.name for m in self.models.values()})
 
-    def require_ready(self, name: str) -> ServedModel:
-        model = self.get(name)
+    def versions(self, name: str) -> list[ServedModel]:
+        """Every served version of `name`, oldest first."""
+        return sorted((m for m in self.models.values() if m.name == name), key=lambda m: version_order(m.version))
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        """A served model by name (the latest version) or by name and version; "NAME:VERSION" works too."""
+        if not version and ":" in name:
+            name, version = name.split(":", 1)
+        versions = self.versions(name)
+        if not versions and name in self.loading:
+            raise RequestError(f"Model '{name}' is still loading; retry when /v2/models/{name}/ready is true.", 503)
+        if not versions:
+            known = ", ".join(self.names()) or "none"
+            raise RequestError(f"Unknown model '{name}'. Served models: {known}.", 404)
+        if not version:
+            return versions[-1]
+        for model in versions:
+            if model.version == version:
+                return model
+        if name in self.loading:
+            raise RequestError(f"Model '{name}' is still loading; retry when /v2/models/{name}/ready is true.", 503)
+        raise RequestError(f"Model '{name}' has no version '{version}'; served versions: "
+                           f"{', '.join(m.version for m in versions)}.", 404)
+
+    def require_ready(self, name: str, version: str | None = None) -> ServedModel:
+        model = self.get(name, version)
         if not self.accepting:
             raise RequestError("The server is shutting down; retry on another replica.", 503)
         if not model.ready or model.batcher is None:
@@ -122,15 +150,17 @@ class Engine:
         return model
 
     async def submit(self, name: str, inputs: Sequence[Any], timeout_s: float | None = None,
-                     request_id: str | None = None, gone: asyncio.Future | None = None) -> list:
-        """Predictions for `inputs` (texts), in order. Raises RequestError with the status to answer.
+                     request_id: str | None = None, gone: asyncio.Future | None = None,
+                     version: str | None = None) -> list:
+        """Predictions for `inputs` (texts), in order, from model `name` (its latest version unless
+        `version` says). Raises RequestError with the status to answer.
 
         `gone`: a future the transport completes when its client disconnects; the request is then
         dropped before it is computed and RequestError(499) is raised."""
-        model = self.require_ready(name)
+        model = self.require_ready(name, version)
         texts = self.limits.check_texts(inputs, model.max_length)
         if model.batcher.queue_depth() >= self.batch.max_queue:  # refuse before paying for tokenization
-            raise RequestError(f"Model '{name}' is overloaded: {self.batch.max_queue} requests already queued "
+            raise RequestError(f"Model '{model.key}' is overloaded: {self.batch.max_queue} requests already queued "
                                f"(--max-queue). Retry later with backoff.", 429)
         if sum(map(len, texts)) > _INLINE_ENCODE_CHARS:
             features, aux = await asyncio.to_thread(model.task.encode, texts, model.tokenizer, model.max_length)

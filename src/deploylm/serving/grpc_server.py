@@ -47,9 +47,14 @@ def _rpc(method):
             raise
         finally:
             if name not in _OPEN_METHODS:
-                model = getattr(request, "model_name", "") or getattr(request, "name", "")
-                model = model if model in self.engine.models else ""
-                self.metrics.observe_request(model, "grpc", status, time.perf_counter() - start)
+                asked = getattr(request, "model_name", "") or getattr(request, "name", "")
+                version = getattr(request, "model_version", "") or getattr(request, "version", "")
+                try:  # unknown names and versions must not grow the label set
+                    model = self.engine.get(asked, version or None) if asked else None
+                except RequestError:
+                    model = None
+                self.metrics.observe_request(model.name if model else "", model.version if model else "", "grpc",
+                                             status, time.perf_counter() - start)
 
     return wrapper
 
@@ -81,15 +86,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ModelReady(self, request, context):
-        model = self.engine.get(request.name)
-        oip.check_version(model, request.version)
+        model = self.engine.get(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=model.ready)
 
     @_rpc
     async def ModelMetadata(self, request, context):
-        model = self.engine.get(request.name)
-        oip.check_version(model, request.version)
-        meta = oip.model_metadata(model)
+        model = self.engine.get(request.name, request.version or None)
+        meta = oip.model_metadata(model, [m.version for m in self.engine.versions(model.name)])
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"],
                                         inputs=[tensor(**t) for t in meta["inputs"]],
@@ -97,12 +100,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ModelInfer(self, request, context):
-        model = self.engine.get(request.model_name)
-        oip.check_version(model, request.model_version)
+        model = self.engine.get(request.model_name, request.model_version or None)
         texts = _texts(request)
         remaining = context.time_remaining()  # the client's gRPC deadline, if it set one, caps ours
         timeout = None if remaining is None else min(remaining, self.engine.timeout_s)
-        preds = await self.engine.submit(model.name, texts, timeout_s=timeout, request_id=request.id or None)
+        preds = await self.engine.submit(model.name, texts, timeout_s=timeout, request_id=request.id or None,
+                                         version=model.version)
         values = oip.select_outputs(oip.output_values(model.task.name, preds), [o.name for o in request.outputs])
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         for name, arr in values.items():

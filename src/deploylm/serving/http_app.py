@@ -24,7 +24,7 @@ from ..errors import RequestError
 from . import oip
 from .engine import CLIENT_GONE
 
-PREDICT_PATH = re.compile(r"/v1/models/([^/]+)/predict")  # matched whole, see Guard
+PREDICT_PATH = re.compile(r"/v1/models/([^/]+)(?:/versions/([^/]+))?/predict")  # matched whole, see Guard
 OPEN_PATHS = ("/v2/health/", "/metrics")  # no API key: probes and scrapers
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")  # the schema holds no data and the browser sends no key
 
@@ -64,7 +64,8 @@ class Guard:
                 receive, response = await self._read_limited(scope, receive)
             predict = PREDICT_PATH.fullmatch(path) if response is None and scope["method"] == "POST" else None
             if predict:  # the hot path answered here: see predict_response
-                response = await predict_response(self.engine, predict.group(1), (await receive())["body"], receive)
+                response = await predict_response(self.engine, predict.group(1), predict.group(2),
+                                                  (await receive())["body"], receive)
             if response is not None:
                 await response(scope, receive, send_status)
             else:
@@ -116,8 +117,13 @@ class Guard:
             return
         parts = path.split("/")
         name = parts[3] if len(parts) > 3 and parts[2] == "models" else ""
-        model = name if name in self.engine.models else ""  # unknown names must not grow the label set
-        self.metrics.observe_request(model, "http", status, seconds)
+        version = parts[5] if len(parts) > 5 and parts[4] == "versions" else None
+        try:  # unknown names and versions must not grow the label set
+            model = self.engine.get(name, version) if name else None
+        except RequestError:
+            model = None
+        self.metrics.observe_request(model.name if model else "", model.version if model else "", "http", status,
+                                     seconds)
 
 
 async def _until_disconnect(receive) -> None:
@@ -125,27 +131,27 @@ async def _until_disconnect(receive) -> None:
         pass
 
 
-async def predict_response(engine, name: str, raw_body: bytes, receive) -> Response:
+async def predict_response(engine, name: str, version: str | None, raw_body: bytes, receive) -> Response:
     """POST /v1/models/{name}/predict. The Guard middleware calls this directly rather than through
     FastAPI's router (the route below, kept for the OpenAPI docs, calls the same function): a py-spy
     profile of `deploylm serve` at 32 clients showed routing, dependency solving and exception wrapping
     as a large share of the event loop's time per request, time taken from the runner's cores."""
     try:
-        engine.get(name)  # unknown model: 404 before looking at the body
+        model = engine.get(name, version)  # unknown model: 404 before looking at the body
         body = _parse_json(raw_body)  # any content type: `curl -d` sends form-urlencoded
         if not isinstance(body, dict) or "inputs" not in body:
             raise RequestError('Request must be a JSON object like {"inputs": ["a text", ...]}.', 400)
-        preds = await _submit(receive, engine, name, body["inputs"])
+        preds = await _submit(receive, engine, model, body["inputs"])
     except RequestError as exc:
         return _error(exc.status, str(exc))
-    return _json({"model": name, "predictions": preds})
+    return _json({"model": model.name, "version": model.version, "predictions": preds})
 
 
-async def _submit(receive, engine, name: str, texts: Any) -> list:
+async def _submit(receive, engine, model, texts: Any) -> list:
     """engine.submit, dropped unrun as soon as the client disconnects."""
     watch = asyncio.ensure_future(_until_disconnect(receive))
     try:
-        return await engine.submit(name, texts, gone=watch)
+        return await engine.submit(model.name, texts, gone=watch, version=model.version)
     finally:
         watch.cancel()
 
@@ -177,15 +183,25 @@ def create_app(engine, metrics, limits) -> FastAPI:
     # ---- task endpoints --------------------------------------------------------------------
     @app.get("/v1/models", tags=["v1"], summary="Served models (OpenAI list format)")
     async def list_models():
-        return {"object": "list", "data": [{"id": m.name, "object": "model", "created": m.created,
-                                            "owned_by": "deploylm", "task": m.task.name, "ready": m.ready}
-                                           for m in engine.models.values()]}
+        """One entry per served version: id NAME for the latest (what NAME addresses), NAME:VERSION for the
+        others (addressable as such too)."""
+        data = []
+        for name in engine.names():
+            *older, latest = engine.versions(name)
+            data += [{"id": name if m is latest else m.key, "object": "model", "created": m.created,
+                      "owned_by": "deploylm", "version": m.version, "task": m.task.name, "ready": m.ready}
+                     for m in [latest, *reversed(older)]]
+        return {"object": "list", "data": data}
 
-    @app.post("/v1/models/{name}/predict", tags=["v1"], summary="Labels + scores, or entity spans, per text",
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": PredictRequest.model_json_schema()}}}})
-    async def predict(name: str, request: Request):
-        return await predict_response(engine, name, await request.body(), request.receive)
+    predict_body = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": PredictRequest.model_json_schema()}}}}
+
+    @app.post("/v1/models/{name}/predict", tags=["v1"], openapi_extra=predict_body,
+              summary="Labels + scores, or entity spans, per text (latest version)")
+    @app.post("/v1/models/{name}/versions/{version}/predict", tags=["v1"], openapi_extra=predict_body,
+              summary="Labels + scores, or entity spans, per text (one version)")
+    async def predict(name: str, request: Request, version: str | None = None):
+        return await predict_response(engine, name, version, await request.body(), request.receive)
 
     # ---- Open Inference Protocol v2 --------------------------------------------------------
     @app.get("/v2", tags=["v2"])
@@ -203,24 +219,21 @@ def create_app(engine, metrics, limits) -> FastAPI:
     @app.get("/v2/models/{name}", tags=["v2"])
     @app.get("/v2/models/{name}/versions/{version}", tags=["v2"], include_in_schema=False)
     async def model_metadata(name: str, version: str | None = None):
-        model = engine.get(name)
-        oip.check_version(model, version)
-        return oip.model_metadata(model)
+        model = engine.get(name, version)
+        return oip.model_metadata(model, [m.version for m in engine.versions(model.name)])
 
     @app.get("/v2/models/{name}/ready", tags=["v2"])
     @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], include_in_schema=False)
     async def model_ready(name: str, version: str | None = None):
-        model = engine.get(name)
-        oip.check_version(model, version)
+        model = engine.get(name, version)
         return JSONResponse({"name": name, "ready": model.ready}, status_code=200 if model.ready else 503)
 
     @app.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=_INFER_SCHEMA)
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], include_in_schema=False)
     async def infer(name: str, request: Request, version: str | None = None):
-        model = engine.get(name)
-        oip.check_version(model, version)
+        model = engine.get(name, version)
         header, texts, requested, binary_out = _parse_infer(await request.body(), request.headers)
-        preds = await _submit(request.receive, engine, name, texts)
+        preds = await _submit(request.receive, engine, model, texts)
         values = oip.select_outputs(oip.output_values(model.task.name, preds), requested)
         return _infer_response(model, header.get("id"), values, binary_out)
 
@@ -228,7 +241,7 @@ def create_app(engine, metrics, limits) -> FastAPI:
     async def prometheus_metrics():
         for m in engine.models.values():  # queue depth as of this scrape
             if m.batcher is not None:
-                metrics.queue_depth.labels(m.name).set(m.batcher.queue_depth())
+                metrics.queue_depth.labels(m.name, m.version).set(m.batcher.queue_depth())
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 

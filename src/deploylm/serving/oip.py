@@ -27,19 +27,14 @@ def model_outputs(task_name: str) -> list[tuple[str, str]]:
     return [("ENTITIES", "BYTES")]
 
 
-def model_metadata(model) -> dict:
+def model_metadata(model, versions: list[str]) -> dict:
     return {
         "name": model.name,
-        "versions": [model.version],
+        "versions": versions,
         "platform": model.platform,
         "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
         "outputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in model_outputs(model.task.name)],
     }
-
-
-def check_version(model, version: str | None) -> None:
-    if version not in (None, "", model.version):
-        raise RequestError(f"Model '{model.name}' has no version '{version}'; served: {model.version}.", 404)
 
 
 def check_input_tensor(name: Any, datatype: Any, shape: Any, n_inputs: int) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -46,15 +47,27 @@ def read_api_key(path: Path | None) -> str | None:
     return key
 
 
-def model_names(cfg: ServeConfig) -> list[str]:
+_VERSION = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def model_names(cfg: ServeConfig) -> list[tuple[str, str]]:
+    """(name, version) per artifact: from --name NAME or NAME:VERSION (version 1 when not given), else the
+    artifact directory's name."""
     if cfg.names and len(cfg.names) != len(cfg.artifacts):
         raise ConfigError(f"{len(cfg.names)} --name values for {len(cfg.artifacts)} artifacts: give one per artifact "
                           "(in the same order) or none.")
-    names = list(cfg.names) or [Path(a).resolve().name for a in cfg.artifacts]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    named = []
+    for given in list(cfg.names) or [Path(a).resolve().name for a in cfg.artifacts]:
+        name, _, version = given.partition(":") if cfg.names else (given, "", "")
+        version = version or "1"
+        if not name or "/" in name or not _VERSION.fullmatch(version):
+            raise ConfigError(f"--name {given!r} is not NAME or NAME:VERSION (a version is letters, digits, '.', "
+                              "'_' or '-'; a name has no '/').")
+        named.append((name, version))
+    dupes = sorted({f"{n}:{v}" for n, v in named if named.count((n, v)) > 1})
     if dupes:
-        raise ConfigError(f"Several artifacts would be served as {dupes}; tell them apart with --name.")
-    return names
+        raise ConfigError(f"Several artifacts would be served as {dupes}; tell them apart with --name NAME[:VERSION].")
+    return named
 
 
 def build(cfg: ServeConfig):
@@ -68,21 +81,24 @@ def build(cfg: ServeConfig):
     return create_app(engine, metrics, cfg.limits), engine, metrics
 
 
-async def _load_all(engine, cfg: ServeConfig, names: list[str], report: Callable[[str], None]) -> list[str]:
+async def _load_all(engine, cfg: ServeConfig, names: list[tuple[str, str]],
+                    report: Callable[[str], None]) -> list[str]:
     """Load and warm up each model in a thread; return what failed (the server then exits, like Triton)."""
     from .engine import load_model
 
-    engine.loading.update(names)
+    engine.loading.update(name for name, _ in names)
     failures = []
-    for path, name in zip(cfg.artifacts, names):
+    for k, (path, (name, version)) in enumerate(zip(cfg.artifacts, names)):
         try:
-            model = await asyncio.to_thread(load_model, path, name)
+            model = await asyncio.to_thread(load_model, path, name, version)
             await asyncio.to_thread(engine.add, model)
         except Exception as exc:  # noqa: BLE001 - reported, then the server stops
-            failures.append(f"model '{name}' from {path}: {exc}")
+            failures.append(f"model '{name}:{version}' from {path}: {exc}")
             continue
-        engine.loading.discard(name)
-        report(f"deploylm: model '{name}' ready ({model.task.name}, {model.runner.backend}) from {path}")
+        if all(n != name for n, _ in names[k + 1:]):  # its last version is in
+            engine.loading.discard(name)
+        report(f"deploylm: model '{name}' version {version} ready ({model.task.name}, {model.runner.backend}) "
+               f"from {path}")
     return failures
 
 
@@ -142,7 +158,7 @@ async def serve_async(cfg: ServeConfig, report: Callable[[str], None] = print) -
         if task.cancelled() or task.result():
             return
         auth = " -H 'Authorization: Bearer $API_KEY'" if cfg.limits.api_key else ""
-        report(f"deploylm: try: curl -s{auth} -X POST http://{cfg.host}:{http_port}/v1/models/{names[0]}/predict "
+        report(f"deploylm: try: curl -s{auth} -X POST http://{cfg.host}:{http_port}/v1/models/{names[0][0]}/predict "
                "-H 'Content-Type: application/json' -d '{\"inputs\": [\"a gripping, beautifully acted film\"]}'")
 
     loader.add_done_callback(_show_curl)
