@@ -94,3 +94,23 @@ def test_measure_speed_ranks_a_slower_runner_lower():
     batches = random_batches(5000, ("input_ids", "attention_mask"), seed=0, lowest_id=10)
     speed = measure_speed({"fast": Scaled(), "slow": Scaled(delay_loops=200)}, batches, rounds=2)
     assert speed["slow"] < speed["fast"]
+
+
+def test_agreement_counts_only_positions_the_parent_decides_clearly():
+    class Fixed:
+        input_names = ("input_ids", "attention_mask")
+
+        def __init__(self, logits):
+            self.logits = np.array(logits, dtype=np.float32)
+
+        def run(self, feeds):
+            return {"logits": self.logits}
+
+    batch = [{"input_ids": np.zeros((3, 2), np.int64), "attention_mask": np.ones((3, 2), np.int64)}]
+    parent = Fixed([[0.0, 0.1], [0.0, 3.0], [2.0, 0.0]])  # row 0: a 0.1 gap, near the boundary
+    near_flip = Fixed([[0.1, 0.0], [0.0, 3.0], [2.0, 0.0]])
+    res = compare(parent, near_flip, batch, margin=1.0)
+    assert res["argmax_agreement"] == 1.0 and res["decided_positions"] == 2 and res["positions"] == 3
+    assert compare(parent, near_flip, batch)["argmax_agreement"] == pytest.approx(2 / 3)  # no margin: counted
+    clear_flip = Fixed([[0.0, 0.1], [3.0, 0.0], [2.0, 0.0]])
+    assert compare(parent, clear_flip, batch, margin=1.0)["argmax_agreement"] == 0.5

