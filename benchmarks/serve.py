@@ -111,8 +111,7 @@ _RAW: dict = {}
 
 
 def _in_worker(fn, *args):
-    """torch's OpenMP team in the main thread behaves differently when the host is busy (2-thread batch-1
-    calls took 230 ms there vs 1 ms in a thread), so raw calls run in a worker thread like the server's."""
+    """Raw calls are made from a worker thread, as the server's batcher thread makes them."""
     global _POOL
     from concurrent.futures import ThreadPoolExecutor
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .. import settings
@@ -19,20 +22,48 @@ def model_input_names(model) -> tuple[str, ...]:
     return tuple(n for n in MODEL_INPUTS if n in accepted)
 
 
+_COMPUTE: ThreadPoolExecutor | None = None
+_COMPUTE_LOCK = threading.Lock()
+_THREADS_SET: list[int] = [0]  # OpenMP team size last set on the compute thread
+
+
+def _compute_thread() -> ThreadPoolExecutor:
+    """The one OS thread that runs every torch forward of this process.
+
+    Why: libgomp gives each thread that starts a parallel region its own team of workers, and once the
+    process holds more OpenMP threads than CPUs it stops spinning between regions (its "throttled" spin
+    count), so every op of a forward pays a futex wake-up. Running a model from two threads (say a
+    warm-up in the loading thread, then requests in the server's batcher thread) was enough for that:
+    batch-1 MiniLM fp32 ran several ms slower in the second thread. One compute thread keeps one team."""
+    global _COMPUTE
+    with _COMPUTE_LOCK:
+        if _COMPUTE is None:
+            _COMPUTE = ThreadPoolExecutor(1, thread_name_prefix="deploylm-torch")
+        return _COMPUTE
+
+
 class TorchRunner:
     backend = "torch"
 
     def __init__(self, model, threads: int | None = None, dtype: str | None = None):
         import torch
 
-        torch.set_num_threads(threads or settings.num_threads())
         self._torch = torch
+        self.threads = threads or settings.num_threads()
         self.model = model.eval()
         self.dtype = dtype
         self.input_names = model_input_names(self.model)
 
     def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if threading.current_thread().name.startswith("deploylm-torch"):
+            return self._run(batch)
+        return _compute_thread().submit(self._run, batch).result()
+
+    def _run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
+        if _THREADS_SET[0] != self.threads:  # OpenMP's team size is a per-thread setting: set it here
+            torch.set_num_threads(self.threads)
+            _THREADS_SET[0] = self.threads
         feeds = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items() if k in self.input_names}
         with torch.inference_mode():
             if self.dtype == "bf16":

@@ -1,0 +1,41 @@
+"""Every torch forward of the process runs on one compute thread, whichever thread calls run()
+(why: runtime/torch_runner.py, _compute_thread)."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from deploylm.runtime.torch_runner import TorchRunner
+
+
+class Recording:
+    """A stand-in model that records the thread it is called on."""
+
+    def __init__(self):
+        self.threads = []
+
+    def eval(self):
+        return self
+
+    def forward(self, input_ids=None, attention_mask=None):
+        pass
+
+    def __call__(self, **feeds):
+        import torch
+
+        self.threads.append(threading.current_thread().name)
+        out = type("Out", (), {})()
+        out.logits = torch.zeros(feeds["input_ids"].shape[0], 2)
+        return out
+
+
+def test_calls_from_any_thread_run_on_the_one_compute_thread():
+    model = Recording()
+    runner = TorchRunner(model, threads=1)
+    batch = {"input_ids": np.ones((3, 4), np.int64), "attention_mask": np.ones((3, 4), np.int64)}
+    assert runner.run(batch)["logits"].shape == (3, 2)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: runner.run(batch), range(4)))
+    assert len(model.threads) == 5 and len(set(model.threads)) == 1
+    assert model.threads[0].startswith("deploylm-torch")
