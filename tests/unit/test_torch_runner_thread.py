@@ -39,3 +39,21 @@ def test_calls_from_any_thread_run_on_the_one_compute_thread():
         list(pool.map(lambda _: runner.run(batch), range(4)))
     assert len(model.threads) == 5 and len(set(model.threads)) == 1
     assert model.threads[0].startswith("deploylm-torch")
+
+
+def test_a_forked_child_gets_its_own_compute_thread():
+    import multiprocessing
+
+    _FORKED["runner"] = TorchRunner(Recording(), threads=1)
+    _FORKED["runner"].run(_FORKED["batch"])  # the parent's compute thread exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:  # would hang on the parent's (absent) thread without the at-fork reset
+        shape = pool.apply_async(_run_in_child).get(timeout=60)
+    assert shape == (1, 2)
+
+
+_FORKED = {"batch": {"input_ids": np.ones((1, 2), np.int64), "attention_mask": np.ones((1, 2), np.int64)}}
+
+
+def _run_in_child():  # the runner reaches the child through fork's copy of this module, not pickling
+    return tuple(_FORKED["runner"].run(_FORKED["batch"])["logits"].shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,6 +41,14 @@ def _compute_thread() -> ThreadPoolExecutor:
         if _COMPUTE is None:
             _COMPUTE = ThreadPoolExecutor(1, thread_name_prefix="deploylm-torch")
         return _COMPUTE
+
+
+def _forget_compute_thread() -> None:
+    global _COMPUTE
+    _COMPUTE, _THREADS_SET[0] = None, 0  # a forked child has the executor object but not its thread
+
+
+os.register_at_fork(after_in_child=_forget_compute_thread)
 
 
 class TorchRunner:
