@@ -109,6 +109,8 @@ def test_task_endpoints_and_model_list(server):
     for ent in ner["predictions"][0]["entities"]:  # spans point into the text
         assert "John lives in Paris ."[ent["start"]: ent["end"]] == ent["text"]
     assert docs.status_code == 200 and "/v2/models/{name}/infer" in schema["paths"]
+    curl = re.search(r"deploylm: try: (curl .*)", server.log.read_text())  # the line users paste
+    assert curl and f"{server.http}/v1/models/cls/predict" in curl.group(1) and "Bearer" in curl.group(1)
 
 
 @pytest.mark.parametrize("binary", [True, False])
