@@ -68,7 +68,7 @@ def spin_wait() -> str:
 
 
 # libgomp's spin count between parallel regions under "during-run": long enough to bridge the
-# microsecond gaps between one forward pass's ops, short enough to free the core about 0.1 ms after a batch.
+# microsecond gaps between one forward pass's ops, short enough to free the core soon after a batch.
 _GOMP_SERVING_SPINCOUNT = "10000"
 
 
@@ -77,5 +77,11 @@ def use_serving_threads() -> None:
     wake-up on every parallel op (several ms per batch-1 forward of MiniLM here); always-spinning
     threads steal the cores the event loop needs between batches. So: spin while a call runs, sleep
     right after it."""
-    os.environ.setdefault("GOMP_SPINCOUNT", _GOMP_SERVING_SPINCOUNT)
     os.environ.setdefault("DEPLOYLM_SPIN_WAIT", "during-run")
+    # onnxruntime reads the policy per session (runtime/ort_runner.py); libgomp (torch) only from its
+    # environment when it loads, so the policy is translated for it here.
+    policy = spin_wait()
+    if policy == "during-run":
+        os.environ.setdefault("GOMP_SPINCOUNT", _GOMP_SERVING_SPINCOUNT)
+    elif policy == "never":
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -27,6 +27,7 @@ def test_spin_wait_rejects_unknown_value(monkeypatch):
 def test_serving_threads_spin_only_during_a_call_unless_told(monkeypatch):
     monkeypatch.delenv("DEPLOYLM_SPIN_WAIT", raising=False)
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # restored after the test: "never" sets it
     settings.use_serving_threads()
     assert settings.spin_wait() == "during-run"
     assert int(os.environ["GOMP_SPINCOUNT"]) > 0

@@ -74,6 +74,7 @@ class Engine:
         self.timeout_s = timeout_s
         self.metrics = metrics
         self.models: dict[str, ServedModel] = {}  # by key, "NAME:VERSION"
+        self._versions: dict[str, list[ServedModel]] = {}  # by name, oldest first: kept by add()
         self.loading: set[str] = set()  # names announced but not loaded yet: 503, not 404
         self._inflight: dict[str, Request] = {}
         self._ids = itertools.count(1)
@@ -85,6 +86,8 @@ class Engine:
         if model.key in self.models:
             raise ConfigError(f"Two models are served as '{model.key}'. Give each a distinct --name NAME[:VERSION].")
         self.models[model.key] = model
+        self._versions[model.name] = sorted([*self._versions.get(model.name, []), model],
+                                            key=lambda m: version_order(m.version))
         if warmup:
             self._warm_up(model)
         model.batcher = Batcher(model.key, model.runner, lambda lg, aux, m=model: m.task.decode(lg, aux, m.id2label),
@@ -115,11 +118,20 @@ class Engine:
 
     # -- requests ------------------------------------------------------------------
     def names(self) -> list[str]:
-        return sorted({m.name for m in self.models.values()})
+        return sorted(self._versions)
 
     def versions(self, name: str) -> list[ServedModel]:
         """Every served version of `name`, oldest first."""
-        return sorted((m for m in self.models.values() if m.name == name), key=lambda m: version_order(m.version))
+        return self._versions.get(name, [])
+
+    def metric_labels(self, name: str, version: str | None = None) -> tuple[str, str]:
+        """(model, version) labels for a request that asked for name[/version]: empty for unknown ones,
+        so that made-up names cannot grow the metrics' label sets."""
+        try:
+            model = self.get(name, version) if name else None
+        except RequestError:
+            model = None
+        return (model.name, model.version) if model else ("", "")
 
     def get(self, name: str, version: str | None = None) -> ServedModel:
         """A served model by name (the latest version) or by name and version; "NAME:VERSION" works too."""

@@ -49,12 +49,8 @@ def _rpc(method):
             if name not in _OPEN_METHODS:
                 asked = getattr(request, "model_name", "") or getattr(request, "name", "")
                 version = getattr(request, "model_version", "") or getattr(request, "version", "")
-                try:  # unknown names and versions must not grow the label set
-                    model = self.engine.get(asked, version or None) if asked else None
-                except RequestError:
-                    model = None
-                self.metrics.observe_request(model.name if model else "", model.version if model else "", "grpc",
-                                             status, time.perf_counter() - start)
+                self.metrics.observe_request(*self.engine.metric_labels(asked, version or None), "grpc", status,
+                                             time.perf_counter() - start)
 
     return wrapper
 

@@ -118,12 +118,7 @@ class Guard:
         parts = path.split("/")
         name = parts[3] if len(parts) > 3 and parts[2] == "models" else ""
         version = parts[5] if len(parts) > 5 and parts[4] == "versions" else None
-        try:  # unknown names and versions must not grow the label set
-            model = self.engine.get(name, version) if name else None
-        except RequestError:
-            model = None
-        self.metrics.observe_request(model.name if model else "", model.version if model else "", "http", status,
-                                     seconds)
+        self.metrics.observe_request(*self.engine.metric_labels(name, version), "http", status, seconds)
 
 
 async def _until_disconnect(receive) -> None:
