@@ -70,14 +70,17 @@ def pick_model(arg: str | None) -> tuple[Path, str]:
 
 
 def find_int8(model: Path) -> Path | None:
-    """An ONNX int8 artifact derived from `model` (made by `deploylm quantize`), if one exists in runs/."""
+    """An ONNX int8 artifact derived from `model` (made by `deploylm quantize`), if one exists in runs/;
+    the default recipe (dynamic-int8, first-token last layer: what the pipeline ships) before any other."""
+    found = []
     for manifest in sorted((ROOT / "runs").glob("*/*/manifest.json")):
         m = json.loads(manifest.read_text())
         parent = (m.get("parent") or {}).get("path", "")
         if m.get("format") == "onnx" and "int8" in json.dumps(m.get("config", {})) and \
                 Path(parent).resolve() == model.resolve():
-            return manifest.parent
-    return None
+            default = m.get("method") == "dynamic-int8" and not m["config"].get("all_tokens_last_layer", True)
+            found.append((not default, str(manifest), manifest.parent))
+    return min(found)[2] if found else None
 
 
 def start(cmd: list[str], ready_url_from_log, log: Path, env=None) -> tuple[subprocess.Popen, str]:

@@ -85,3 +85,22 @@ def use_serving_threads() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", _GOMP_SERVING_SPINCOUNT)
     elif policy == "never":
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+# onnxruntime graph transformers the onnxruntime runner turns off. Both were measured slower than what
+# they replace on this project's CPU with onnxruntime 1.32 (benchmarks/results/optimize.md, "session
+# options"): the SkipLayerNormalization kernel takes about 3-4x as long as Add + LayerNormalization on
+# MiniLM's (tokens x 384) activations, and FusedMatMul (attention scores with the scale folded in) is
+# slower than MatMul + Mul.
+DEFAULT_ORT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion", "MatMulScaleFusion")
+
+
+def ort_disabled_optimizers() -> tuple[str, ...]:
+    """$DEPLOYLM_ORT_DISABLED_OPTIMIZERS: names separated by ';' or ','; "none" (or empty) keeps all of
+    onnxruntime's fusions, as a plain InferenceSession (and Optimum's ORTModel) would."""
+    env = os.environ.get("DEPLOYLM_ORT_DISABLED_OPTIMIZERS")
+    if env is None:
+        return DEFAULT_ORT_DISABLED_OPTIMIZERS
+    if env.strip().lower() in ("", "none"):
+        return ()
+    return tuple(n.strip() for n in env.replace(",", ";").split(";") if n.strip())

@@ -45,10 +45,30 @@ def test_o2_fuses_attention_and_keeps_tokenizer(fused):
     from deploylm.evaluation import load_tokenizer
 
     ops = _ops(fused.path)
-    assert ops.count("Attention") == 2 and "SkipLayerNormalization" in ops and "EmbedLayerNormalization" in ops
-    assert fused.format == "onnx" and fused.manifest["optimization"]["fused_ops"]["Attention"] == 2
+    # two layers: the first fused into Attention, the last one computed for the first token only
+    assert ops.count("Attention") == 1 and "SkipLayerNormalization" in ops and "EmbedLayerNormalization" in ops
+    assert fused.format == "onnx" and fused.manifest["optimization"]["fused_ops"]["Attention"] == 1
+    assert fused.manifest["optimization"]["rewrites"] == ["first-token-last-layer"]
     assert load_tokenizer(fused)("hello world")["input_ids"][0] == 101
     assert fused.manifest["parity"]["random"]["max_abs_diff"] < 1e-3
+
+
+def test_all_tokens_last_layer_keeps_the_full_graph(env, fused):
+    """--all-tokens-last-layer exports the unmodified model: every layer fuses, same logits as the
+    first-token graph, which ran fewer matmul rows."""
+    from deploylm.runtime import open_runner
+
+    root, art, data = env
+    full = export(art, root / "o2-all", optimize="O2", all_tokens_last_layer=True,
+                  gate=GateOptions(data=str(data), **LENIENT))
+    assert _ops(full.path).count("Attention") == 2 and full.manifest["optimization"]["rewrites"] == []
+    rng = np.random.default_rng(7)
+    ids = rng.integers(1000, 30000, size=(5, 31))
+    mask = np.ones_like(ids)
+    mask[1:, 9:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    a, b = open_runner(full).run(batch)["logits"], open_runner(fused).run(batch)["logits"]
+    assert np.abs(a - b).max() < 1e-4
 
 
 @pytest.mark.parametrize("level,expect", [("O1", "MatMul"), ("O3", "FastGelu")])
@@ -101,6 +121,8 @@ def test_session_options_are_set(fused):
     runner = open_runner(fused)
     so = runner.session.get_session_options()
     assert so.intra_op_num_threads == settings.num_threads() and so.inter_op_num_threads == 1
+    disabled = so.get_session_config_entry("optimization.disable_specified_optimizers").split(";")
+    assert disabled == list(settings.DEFAULT_ORT_DISABLED_OPTIMIZERS)
     assert runner.input_names == ("input_ids", "attention_mask", "token_type_ids")
 
 

@@ -16,6 +16,10 @@ def test_flop_model_matches_the_published_minilm_cost():
     # ASSETS.md: MiniLM-L6 ~2.87 GFLOP per sequence at 128 tokens, ~0.69 at 32.
     assert encoder_flops(MINILM, 128) / 1e9 == pytest.approx(2.87, abs=0.01)
     assert encoder_flops(MINILM, 32) / 1e9 == pytest.approx(0.69, abs=0.01)
+    # first-token last layer at 128: five full layers + K/V for 128 tokens + the rest for one token
+    full_layer = 2.87e9 / 6
+    last = 2 * 128 * 2 * 384 * 384 + 2 * (2 * 384 * 384 + 2 * 384 * 1536) + 4 * 128 * 384
+    assert encoder_flops(MINILM, 128, first_token_last_layer=True) == pytest.approx(5 * full_layer + last, rel=1e-3)
 
 
 def test_real_lengths_pad_per_batch_fixed_pads_all():
@@ -53,9 +57,11 @@ def test_bench_two_backends_records_manifest_table_and_plot(tmp_path):
                                                                         for i in range(40)))
     art = build_tiny_artifact(tmp_path / "cls", labels=["0", "1"])
     onnx_art = export(art, tmp_path / "onnx", optimize="O2", gate=GateOptions(data=str(data), allow_slower=True))
+    # envs reach the measuring subprocess: the ONNX one runs with one intra-op thread
     results = bench([art, onnx_art], str(data), batch_sizes=(1, 8), seqs=("real", "32"), rounds=1,
-                    latency_samples=10, throughput_samples=24)
+                    latency_samples=10, throughput_samples=24, envs=[None, {"DEPLOYLM_THREADS": "1"}])
     assert [r["backend"] for r in results] == ["torch", "onnxruntime"]
+    assert results[1]["threads"] == 1
     for res in results:
         assert res["rounds"] == 1 and res["metric"]["samples"] == 40 and res["peak_rss_mb"] > 50
         assert {(r["seq"], r["batch_size"]) for r in res["results"]} == {("real", 1), ("real", 8), ("32", 1), ("32", 8)}

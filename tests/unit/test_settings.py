@@ -44,3 +44,43 @@ def test_ort_session_options_follow_the_policy(monkeypatch):
     assert so.get_session_config_entry("session.force_spinning_stop") == "1"
     monkeypatch.setenv("DEPLOYLM_SPIN_WAIT", "never")
     assert session_options(threads=1).get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+@pytest.mark.parametrize("value, names", [(None, settings.DEFAULT_ORT_DISABLED_OPTIMIZERS), ("none", ()), ("", ()),
+                                          ("GeluFusion", ("GeluFusion",)),
+                                          ("SkipLayerNormFusion; GeluFusion,", ("SkipLayerNormFusion", "GeluFusion"))])
+def test_ort_disabled_optimizers(monkeypatch, value, names):
+    if value is None:
+        monkeypatch.delenv("DEPLOYLM_ORT_DISABLED_OPTIMIZERS", raising=False)
+    else:
+        monkeypatch.setenv("DEPLOYLM_ORT_DISABLED_OPTIMIZERS", value)
+    assert settings.ort_disabled_optimizers() == tuple(names)
+
+
+def test_disabled_fusions_reach_the_onnxruntime_session(monkeypatch, tmp_path):
+    """The session really leaves the named fusion out: a MatMul whose output is scaled stays MatMul +
+    Mul instead of becoming FusedMatMul."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deploylm.runtime.ort_runner import session_options
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])
+    inits = [numpy_helper.from_array(np.eye(8, dtype=np.float32), "w"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "s")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Mul", ["m", "s"], ["y"])],
+                              "g", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+    def optimised_ops(tmp_name, value):
+        monkeypatch.setenv("DEPLOYLM_ORT_DISABLED_OPTIMIZERS", value)
+        so = session_options(1)
+        so.optimized_model_filepath = str(tmp_name)
+        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        return [n.op_type for n in onnx.load(str(tmp_name)).graph.node]
+
+    assert optimised_ops(tmp_path / "a.onnx", "none") == ["FusedMatMul"]
+    assert optimised_ops(tmp_path / "b.onnx", "MatMulScaleFusion") == ["MatMul", "Mul"]

@@ -23,11 +23,17 @@ def model_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
 
 
-def encoder_flops(config: dict, seq_len: int) -> float:
+def encoder_flops(config: dict, seq_len: int, first_token_last_layer: bool = False) -> float:
     """Multiply-adds x2 of a BERT-shaped encoder on one sequence of seq_len tokens: the linear layers
-    (QKV + output + 2 FFN) and the two attention products. (MiniLM-L6 at 128: 2.87 GFLOP.)"""
+    (QKV + output + 2 FFN) and the two attention products. (MiniLM-L6 at 128: 2.87 GFLOP.)
+    first_token_last_layer: the work actually done when the last layer runs for the first token only
+    (its keys and values still for every token; optimize/first_token.py)."""
     h, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
-    return layers * (2 * seq_len * (4 * h * h + 2 * h * inter) + 4 * seq_len * seq_len * h)
+
+    def layer(queries: int) -> float:
+        return 2 * (2 * seq_len * h * h + queries * (2 * h * h + 2 * h * inter)) + 4 * queries * seq_len * h
+
+    return (layers - 1) * layer(seq_len) + layer(1 if first_token_last_layer else seq_len)
 
 
 def peak_rss_mb() -> float:
@@ -90,6 +96,7 @@ def measure(path: str, data: str, batch_sizes=(1, 32), seqs=("real", "128"), spl
     metric = evaluate_runner(task, runner, tok, examples, art.labels, art.max_length, 32, show_progress=False)
     feats, _ = task.encode(examples.inputs, tok, art.max_length)
     config = json.loads((art.path / "config.json").read_text())
+    first_token = "first-token-last-layer" in (art.manifest.get("optimization") or {}).get("rewrites", [])
     pad = tok.pad_token_id or 0
     rows = []
     for seq in seqs:
@@ -98,7 +105,7 @@ def measure(path: str, data: str, batch_sizes=(1, 32), seqs=("real", "128"), spl
             batches = make_batches(subset, bs, seq, pad, runner.input_names)
             times = time_batches(runner, batches)
             n_seq = sum(len(b["input_ids"]) for b in batches)
-            flops = sum(len(b["input_ids"]) * encoder_flops(config, b["input_ids"].shape[1]) for b in batches)
+            flops = sum(len(b["input_ids"]) * encoder_flops(config, b["input_ids"].shape[1], first_token) for b in batches)
             rows.append({"seq": seq, "batch_size": bs, "sequences": n_seq,
                          "p50_ms": round(1e3 * statistics.median(times), 3),
                          "p99_ms": round(1e3 * float(np.percentile(times, 99)), 3),

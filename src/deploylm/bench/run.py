@@ -5,6 +5,7 @@ figures in each artifact's manifest, and report a table and a throughput-vs-accu
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -38,14 +39,15 @@ def parse_seqs(text: str) -> tuple[str, ...]:
 
 
 def measure_in_subprocess(path: Path, data: str, batch_sizes, seqs, latency_samples: int,
-                          throughput_samples: int) -> dict:
+                          throughput_samples: int, env: dict | None = None) -> dict:
+    """env: extra environment for this measurement (e.g. a peer run with onnxruntime's default fusions)."""
     with tempfile.TemporaryDirectory(prefix="deploylm-bench-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "deploylm.bench.measure", str(path), "--data", data,
                "--batch-sizes", ",".join(map(str, batch_sizes)), "--seqs", ",".join(seqs),
                "--latency-samples", str(latency_samples), "--throughput-samples", str(throughput_samples),
                "--out", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env} if env else None)
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
             raise DeployLMError(f"Measuring {path} failed (exit {proc.returncode}): {tail[0]}")
@@ -65,8 +67,13 @@ def merge_rounds(runs: list[dict]) -> dict:
 
 
 def bench(artifacts: list, data: str, batch_sizes=(1, 32), seqs=("real",), rounds: int = 1,
-          latency_samples: int = 200, throughput_samples: int = 512, record: bool = True, progress=None) -> list[dict]:
+          latency_samples: int = 200, throughput_samples: int = 512, record: bool = True, progress=None,
+          envs: list[dict | None] | None = None) -> list[dict]:
+    """envs: per artifact, extra environment for its measuring process (None: as this process has it)."""
     arts = [a if isinstance(a, Artifact) else Artifact.open(a) for a in artifacts]
+    envs = envs or [None] * len(arts)
+    if len(envs) != len(arts):
+        raise ConfigError(f"bench got {len(arts)} artifacts but {len(envs)} environments.")
     if not arts:
         raise ConfigError("Give at least one artifact to bench.")
     if rounds < 1:
@@ -78,7 +85,7 @@ def bench(artifacts: list, data: str, batch_sizes=(1, 32), seqs=("real",), round
             if progress:
                 progress(f"round {r + 1}/{rounds}: {arts[i].path}")
             runs[i].append(measure_in_subprocess(arts[i].path, data, batch_sizes, seqs, latency_samples,
-                                                 throughput_samples))
+                                                 throughput_samples, envs[i]))
     results = [merge_rounds(runs[i]) for i in range(len(arts))]
     if record:
         from ..machine import machine_info

@@ -29,6 +29,8 @@ def _gate(data, max_metric_drop, allow_metric_drop, allow_slower, max_eval_sampl
                        allow_slower=allow_slower, max_eval_samples=max_eval_samples)
 
 
+ALL_TOKENS_HELP = ("classification: export the last layer for every token (default: only the first token, "
+                   "the one the head reads; exact and faster)")
 DATA_HELP = "dataset for the dev-set gate (and calibration); default: the one the artifact was fine-tuned on"
 
 
@@ -46,6 +48,7 @@ def register(app: typer.Typer) -> None:
         allow_slower: bool = typer.Option(False, help="keep the variant even if slower than its parent"),
         max_eval_samples: Optional[int] = typer.Option(None, help="gate on the first N dev examples only"),
         parity_tolerance: Optional[float] = typer.Option(None, help="looser max |dlogit| than the method's default"),
+        all_tokens_last_layer: bool = typer.Option(False, help=ALL_TOKENS_HELP),
         overwrite: bool = typer.Option(False),
     ) -> None:
         """Quantised variant of ARTIFACT, parity-checked, evaluated and benchmarked against it (the gate)."""
@@ -53,7 +56,8 @@ def register(app: typer.Typer) -> None:
 
         _report(run(artifact, output, method, backend=backend,
                     gate=_gate(data, max_metric_drop, allow_metric_drop, allow_slower, max_eval_samples),
-                    calibration_samples=calibration_samples, parity_tolerance=parity_tolerance, overwrite=overwrite))
+                    calibration_samples=calibration_samples, parity_tolerance=parity_tolerance,
+                    all_tokens_last_layer=all_tokens_last_layer, overwrite=overwrite))
 
     @app.command()
     def export(
@@ -67,6 +71,7 @@ def register(app: typer.Typer) -> None:
         allow_slower: bool = typer.Option(False),
         max_eval_samples: Optional[int] = typer.Option(None),
         parity_tolerance: Optional[float] = typer.Option(None),
+        all_tokens_last_layer: bool = typer.Option(False, help=ALL_TOKENS_HELP),
         overwrite: bool = typer.Option(False),
     ) -> None:
         """ONNX export of ARTIFACT (dynamic batch/sequence axes), optionally fused by onnxruntime; gated."""
@@ -74,4 +79,4 @@ def register(app: typer.Typer) -> None:
 
         _report(run(artifact, output, fmt=format, optimize=optimize,
                     gate=_gate(data, max_metric_drop, allow_metric_drop, allow_slower, max_eval_samples),
-                    parity_tolerance=parity_tolerance, overwrite=overwrite))
+                    parity_tolerance=parity_tolerance, all_tokens_last_layer=all_tokens_last_layer, overwrite=overwrite))

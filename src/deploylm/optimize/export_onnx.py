@@ -31,16 +31,29 @@ def _kwargs_wrapper(model, names):
     return KwargsWrapper().eval()
 
 
-def export_to_file(parent: Artifact, path: Path) -> tuple[str, ...]:
+FIRST_TOKEN = "first-token-last-layer"
+
+
+def graph_rewrites(parent: Artifact, cfg: dict, all_tokens_last_layer: bool) -> list[str]:
+    """The exact rewrites the export applies to this parent (recorded in the manifest as `rewrites`)."""
+    from .first_token import applies
+
+    return [] if all_tokens_last_layer or not applies(parent.task, cfg) else [FIRST_TOKEN]
+
+
+def export_to_file(parent: Artifact, path: Path, rewrites: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
     """Write parent's model as ONNX to path; return the graph's input names."""
     import torch
 
     from ..runtime.torch_runner import model_input_names
     from ..tasks import get_task
+    from .first_token import first_token_last_layer
 
     # Eager attention: with SDPA the exported graph has no pattern ORT's Attention fusion recognises.
     model = get_task(parent.task).load_model(str(parent.path), attn_implementation="eager").eval()  # fp32: load_model
     names = model_input_names(model)
+    if FIRST_TOKEN in rewrites:
+        first_token_last_layer(model)
     dummy = tuple(torch.ones((2, 16), dtype=torch.long) for _ in names)
     out_axes = {0: "batch"} if parent.task == "classification" else {0: "batch", 1: "sequence"}
     with torch.inference_mode():
@@ -50,14 +63,16 @@ def export_to_file(parent: Artifact, path: Path) -> tuple[str, ...]:
     return names
 
 
-def build_onnx_files(parent: Artifact, dest: Path, optimize: str | None, cfg: dict) -> dict:
+def build_onnx_files(parent: Artifact, dest: Path, optimize: str | None, cfg: dict,
+                     all_tokens_last_layer: bool = False) -> dict:
     """model.onnx (+ fused) and the tokenizer/config files into dest; returns what was done."""
     from .fuse import fuse_onnx
 
-    done: dict = {"opset": OPSET, "optimize": optimize}
+    rewrites = graph_rewrites(parent, cfg, all_tokens_last_layer)
+    done: dict = {"opset": OPSET, "optimize": optimize, "rewrites": rewrites}
     with tempfile.TemporaryDirectory(prefix="deploylm-export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
-        export_to_file(parent, raw)
+        export_to_file(parent, raw, rewrites)
         if optimize:
             done["fused_ops"] = fuse_onnx(raw, dest / "model.onnx", optimize, SUPPORTED_ARCHS[cfg["model_type"]],
                                           cfg["num_attention_heads"], cfg["hidden_size"])
@@ -68,8 +83,12 @@ def build_onnx_files(parent: Artifact, dest: Path, optimize: str | None, cfg: di
 
 
 def export(artifact: str | Path | Artifact, output: str | Path, fmt: str = "onnx", optimize: str | None = None,
-           gate=None, parity_tolerance: float | None = None, overwrite: bool = False) -> Artifact:
-    """deploylm export: ONNX (+ fusion) of a transformers artifact, parity-checked and gated."""
+           gate=None, parity_tolerance: float | None = None, all_tokens_last_layer: bool = False,
+           overwrite: bool = False) -> Artifact:
+    """deploylm export: ONNX (+ fusion) of a transformers artifact, parity-checked and gated.
+
+    A classifier's last layer is exported for the first token only (first_token.py: exact, fewer
+    FLOPs) unless all_tokens_last_layer."""
     from .fuse import check_level
     from .gate import GateOptions, build_gated_variant
 
@@ -82,8 +101,9 @@ def export(artifact: str | Path | Artifact, output: str | Path, fmt: str = "onnx
     cfg = check_supported(parent)
     optimize = check_level(optimize) if optimize else None
     method = "onnx-O3" if optimize == "O3" else "onnx"
-    config = {"format": fmt, "optimize": optimize, "opset": OPSET}
+    config = {"format": fmt, "optimize": optimize, "opset": OPSET, "all_tokens_last_layer": all_tokens_last_layer}
     return build_gated_variant(
-        parent, output, lambda dest: build_onnx_files(parent, dest, optimize, cfg), stage="export", fmt="onnx",
+        parent, output, lambda dest: build_onnx_files(parent, dest, optimize, cfg, all_tokens_last_layer),
+        stage="export", fmt="onnx",
         method=method, config=config, gate=gate or GateOptions(), parity_tolerance=parity_tolerance,
         overwrite=overwrite)

@@ -52,8 +52,9 @@ def open_dir_runner(path: Path, fmt: str, task: str, dtype: str | None = None):
     return TorchRunner(get_task(task).load_model(str(path)), dtype=dtype)
 
 
-def measure_speed(runners: dict, batches: list[dict], rounds: int) -> dict:
-    """Sequences/s of each runner over the same padded batches; rounds alternate the order (ABBA)."""
+def measure_speed(runners: dict, batches: list[dict], rounds: int, times_out: dict | None = None) -> dict:
+    """Sequences/s of each runner over the same padded batches; rounds alternate the order (ABBA).
+    times_out, if given, receives each runner's seconds per counted round."""
     n_seq = sum(len(b["input_ids"]) for b in batches)
     times: dict[str, list[float]] = {k: [] for k in runners}
     for r in range(rounds + 1):  # round 0 warms caches and allocators; not counted
@@ -66,6 +67,8 @@ def measure_speed(runners: dict, batches: list[dict], rounds: int) -> dict:
                 runner.run(f)
             if r:
                 times[key].append(time.perf_counter() - t0)
+    if times_out is not None:
+        times_out.update(times)
     return {k: round(n_seq / statistics.median(v), 2) for k, v in times.items()}
 
 

@@ -112,7 +112,8 @@ def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibrati
 
 
 
-def _ort_files(parent: Artifact, dest: Path, method: str, calibration: list | None) -> dict:
+def _ort_files(parent: Artifact, dest: Path, method: str, calibration: list | None,
+               all_tokens_last_layer: bool = False) -> dict:
     from .export_onnx import build_onnx_files
 
     info: dict = {"backend": "onnxruntime"}
@@ -120,6 +121,7 @@ def _ort_files(parent: Artifact, dest: Path, method: str, calibration: list | No
         if parent.format == "onnx":
             src = parent.path / "model.onnx"
             info["source"] = "parent ONNX graph"
+            info["rewrites"] = (parent.manifest.get("optimization") or {}).get("rewrites", [])
         else:
             # dynamic-int8 quantises the *unfused* export and leaves fusion to the session (ORT_ENABLE_ALL:
             # DynamicQuantizeMatMul, MatMulIntegerToFloat, LayerNorm/GELU): on MiniLM it measured faster than
@@ -127,7 +129,9 @@ def _ort_files(parent: Artifact, dest: Path, method: str, calibration: list | No
             # benchmarks/results/optimize.md.
             # Static QDQ needs typed activations everywhere, which the O2-fused graph gives it.
             cfg = check_supported(parent)
-            info["export"] = build_onnx_files(parent, Path(tmp), "O2" if method == "static-int8" else None, cfg)
+            info["export"] = build_onnx_files(parent, Path(tmp), "O2" if method == "static-int8" else None, cfg,
+                                              all_tokens_last_layer)
+            info["rewrites"] = info["export"]["rewrites"]
             src = Path(tmp) / "model.onnx"
         info.update(_ort_quantize(src, dest / "model.onnx", method, parent, calibration))
     copy_aux_files(parent.path, dest)
@@ -150,8 +154,12 @@ def _torch_bf16_files(parent: Artifact, dest: Path) -> dict:
 
 def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, backend: str | None = None,
              gate: GateOptions | None = None, calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
-             parity_tolerance: float | None = None, overwrite: bool = False) -> Artifact:
-    """deploylm quantize: a quantised variant of ARTIFACT, parity-checked and gated against it."""
+             parity_tolerance: float | None = None, all_tokens_last_layer: bool = False,
+             overwrite: bool = False) -> Artifact:
+    """deploylm quantize: a quantised variant of ARTIFACT, parity-checked and gated against it.
+
+    all_tokens_last_layer: when a transformers parent is exported first, keep the classifier's last
+    layer on every token (see first_token.py); an ONNX parent's graph is quantised as it is."""
     parent = artifact if isinstance(artifact, Artifact) else Artifact.open(artifact)
     backend = check_method(method, backend)
     gate = gate or GateOptions()
@@ -168,6 +176,9 @@ def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, b
     if method == "static-int8":
         calibration = calibration_examples(parent, gate.data, calibration_samples)
         config["calibration_samples"] = calibration_samples
-    return build_gated_variant(parent, output, lambda d: _ort_files(parent, d, method, calibration), stage="quantize",
+    if parent.format == "transformers":
+        config["all_tokens_last_layer"] = all_tokens_last_layer
+    return build_gated_variant(parent, output, lambda d: _ort_files(parent, d, method, calibration, all_tokens_last_layer),
+                               stage="quantize",
                                fmt="onnx", method=method, config=config, gate=gate,
                                parity_tolerance=parity_tolerance, overwrite=overwrite)

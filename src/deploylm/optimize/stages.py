@@ -23,6 +23,7 @@ class GateFields(StageConfig):
     allow_slower: bool = False
     max_eval_samples: int | None = Field(default=None, gt=0)
     parity_tolerance: float | None = Field(default=None, gt=0)
+    all_tokens_last_layer: bool = Field(default=False, description="classification: last layer on every token")
 
     def gate(self):
         from .gate import GateOptions
@@ -54,7 +55,8 @@ def _export(parent, cfg: ExportConfig, output: Path, overwrite: bool):
     from .export_onnx import export
 
     return export(parent, output, fmt=cfg.format, optimize=cfg.optimize, gate=cfg.gate(),
-                  parity_tolerance=cfg.parity_tolerance, overwrite=overwrite)
+                  parity_tolerance=cfg.parity_tolerance, all_tokens_last_layer=cfg.all_tokens_last_layer,
+                  overwrite=overwrite)
 
 
 def _quantize(parent, cfg: QuantizeConfig, output: Path, overwrite: bool):
@@ -62,7 +64,7 @@ def _quantize(parent, cfg: QuantizeConfig, output: Path, overwrite: bool):
 
     return quantize(parent, output, cfg.method, backend=cfg.backend, gate=cfg.gate(),
                     calibration_samples=cfg.calibration_samples, parity_tolerance=cfg.parity_tolerance,
-                    overwrite=overwrite)
+                    all_tokens_last_layer=cfg.all_tokens_last_layer, overwrite=overwrite)
 
 
 def _bench(parent, cfg: BenchConfig, output: Path, overwrite: bool):

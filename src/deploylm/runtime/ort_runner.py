@@ -5,7 +5,8 @@ Session options are set on purpose, never left to defaults by accident:
   sequential execution: an encoder graph is a chain, parallel branches buy nothing and an extra
   inter-op pool only competes for the same 2 cores;
 - full graph optimisation (ORT_ENABLE_ALL): the offline fusions (fuse.py) are portable ONNX,
-  the CPU-specific layout transforms are best done by the session on the machine that runs it.
+  the CPU-specific layout transforms are best done by the session on the machine that runs it;
+- less the fusions measured to slow this CPU down (settings.ort_disabled_optimizers).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ MODEL_FILE = "model.onnx"
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 
 
-def session_options(threads: int | None = None, graph_level: str = "all"):
+def session_options(threads: int | None = None, graph_level: str = "all",
+                    disabled_optimizers: tuple[str, ...] | None = None):
+    """disabled_optimizers: onnxruntime graph transformers to leave out; None = settings' choice."""
     import onnxruntime as ort
 
     if graph_level not in GRAPH_LEVELS:
@@ -37,6 +40,9 @@ def session_options(threads: int | None = None, graph_level: str = "all"):
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[graph_level]
+    disabled = settings.ort_disabled_optimizers() if disabled_optimizers is None else disabled_optimizers
+    if disabled and graph_level != "disable":
+        so.add_session_config_entry("optimization.disable_specified_optimizers", ";".join(disabled))
     spin = settings.spin_wait()
     if spin == "never":
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -49,7 +55,8 @@ def session_options(threads: int | None = None, graph_level: str = "all"):
 class OrtRunner:
     backend = "onnxruntime"
 
-    def __init__(self, model_path: str | Path, threads: int | None = None, graph_level: str = "all"):
+    def __init__(self, model_path: str | Path, threads: int | None = None, graph_level: str = "all",
+                 disabled_optimizers: tuple[str, ...] | None = None):
         import onnxruntime as ort
 
         path = Path(model_path)
@@ -57,7 +64,7 @@ class OrtRunner:
             raise BackendUnavailableError(f"ONNX model {path} does not exist; the artifact is incomplete. Re-export it.")
         self.path = path
         self.threads = threads or settings.num_threads()
-        self.session = ort.InferenceSession(str(path), session_options(self.threads, graph_level),
+        self.session = ort.InferenceSession(str(path), session_options(self.threads, graph_level, disabled_optimizers),
                                             providers=["CPUExecutionProvider"])
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         outputs = [o.name for o in self.session.get_outputs()]
