@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from deploylm import settings  # noqa: E402
 from deploylm.artifacts import Artifact  # noqa: E402
 from deploylm.bench import report  # noqa: E402
-from deploylm.bench.peers import optimum_peer  # noqa: E402
+from deploylm.bench.peers import PEER_ENV, optimum_peer  # noqa: E402
 from deploylm.bench.run import bench  # noqa: E402
 from deploylm.errors import DeployLMError  # noqa: E402
 from deploylm.machine import library_versions, machine_info  # noqa: E402
@@ -44,7 +44,6 @@ PEER_VENV = ROOT / "benchmarks" / ".peer-venv"
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
 # Measured GEMM ceilings of this CPU on 2 threads (ASSETS.md), by the precision the GEMMs run in.
 CEILING = {"fp32": 200.0, "bf16": 430.0, "int8": 850.0}
-ORT_DEFAULTS = {"DEPLOYLM_ORT_DISABLED_OPTIMIZERS": "none"}
 
 
 def source_artifact() -> tuple[Artifact, str]:
@@ -225,7 +224,7 @@ def main() -> int:
     # a second time under deploylm's session options, so the table separates what the session options
     # give from what deploylm's graph gives.
     rows = [(src, "pytorch-fp32-eager", None)]
-    rows += [(p, p.name, ORT_DEFAULTS) for p in peers]
+    rows += [(p, p.name, PEER_ENV) for p in peers]
     rows += [(p, f"{p.name} + deploylm session", None) for p in peers if p.name.startswith("optimum-int8")]
     rows += [(v, v.name, None) for v in variants]
     results = bench([a for a, _, _ in rows], "sst2", batch_sizes=(1, 32), seqs=("real", "128"), rounds=ROUNDS,

@@ -29,14 +29,17 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True)
         sizes, seqs = parse_batch_sizes(batch_sizes), parse_seqs(seq_len)
         arts = [Artifact.open(a) for a in artifacts]
+        peers: list = []
         if compare_peers:
-            from .peers import optimum_peer, pytorch_peer
+            from .peers import PEER_ENV, optimum_peer, pytorch_peer
 
             src = pytorch_peer(arts[0])  # the baseline: ratios are vs PyTorch fp32 eager
             err.print("building Optimum's peer in its own venv ...")
             peers = optimum_peer(arts[0], src.path.parent)
             arts = [src] + peers + [a for a in arts if a.path.resolve() != src.path.resolve()]
-        results = bench(arts, data, sizes, seqs, rounds=rounds, progress=lambda m: err.print(f"[dim]{m}[/]"))
+        envs = [PEER_ENV if a in peers else None for a in arts]
+        results = bench(arts, data, sizes, seqs, rounds=rounds, progress=lambda m: err.print(f"[dim]{m}[/]"),
+                        envs=envs)
         Console().print(report.table(results, seqs, sizes))
         big = max(sizes)
         png = plot or arts[0].path.parent / "bench.png"

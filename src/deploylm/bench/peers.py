@@ -16,6 +16,9 @@ from ..errors import BackendUnavailableError
 from ..optimize.common import copy_aux_files, root_transformers_parent
 
 PEER_SCRIPT = Path(__file__).with_name("peer_optimum.py")
+# The peer is measured the way Optimum's ORTModel runs it: every onnxruntime fusion on, none of the
+# session options deploylm's runner chooses (settings.ort_disabled_optimizers).
+PEER_ENV = {"DEPLOYLM_ORT_DISABLED_OPTIMIZERS": "none"}
 
 
 def pytorch_peer(art: Artifact) -> Artifact:
