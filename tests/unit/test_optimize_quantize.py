@@ -68,6 +68,8 @@ def test_dynamic_int8_is_per_channel_on_the_unfused_export(env):
     assert "MatMulInteger" in ops and "QAttention" not in ops  # the session, not the file, fuses
     assert out.manifest["optimization"]["per_channel"] is True
     assert out.manifest["optimization"]["export"]["optimize"] is None
+    assert out.manifest["optimization"]["rewrites"] == ["first-token-last-layer"]
+    assert out.manifest["config"]["all_tokens_last_layer"] is False
 
 
 def test_dynamic_int8_of_a_fused_onnx_parent_quantises_attention(env):
@@ -81,6 +83,12 @@ def test_dynamic_int8_of_a_fused_onnx_parent_quantises_attention(env):
     ops = {n.op_type for n in onnx.load(str(out.path / "model.onnx")).graph.node}
     assert "QAttention" in ops and "MatMulInteger" in ops
     assert out.manifest["parent"]["path"] == str(fused.path.resolve())
+    # the parent's graph is kept as it is, rewrite included; asking for the full last layer there is refused
+    assert out.manifest["optimization"]["rewrites"] == ["first-token-last-layer"]
+    with pytest.raises(ConfigError, match="--all-tokens-last-layer"):
+        quantize(fused, root / "q-of-o2-all", "dynamic-int8", all_tokens_last_layer=True,
+                 gate=GateOptions(data=str(data), **LENIENT))
+    assert not (root / "q-of-o2-all").exists()
 
 
 def test_static_int8_quantises_activations(env):

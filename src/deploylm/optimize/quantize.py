@@ -172,6 +172,12 @@ def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, b
         return build_gated_variant(parent, output, lambda d: _torch_bf16_files(parent, d), stage="quantize",
                                    fmt="transformers", method=method, config=config, gate=gate, dtype="bf16",
                                    parity_tolerance=parity_tolerance, overwrite=overwrite)
+    parent_rewrites = (parent.manifest.get("optimization") or {}).get("rewrites", [])
+    if all_tokens_last_layer and parent.format == "onnx" and parent_rewrites:
+        raise ConfigError(f"{parent.path} is an ONNX graph already exported with {', '.join(parent_rewrites)}; "
+                          "quantize keeps an ONNX parent's graph as it is. Export its transformers-format parent "
+                          "again with --all-tokens-last-layer and quantise that, or quantise the transformers "
+                          "artifact directly with --all-tokens-last-layer.")
     calibration = None
     if method == "static-int8":
         calibration = calibration_examples(parent, gate.data, calibration_samples)
