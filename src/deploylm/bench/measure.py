@@ -84,6 +84,7 @@ def measure(path: str, data: str, batch_sizes=(1, 32), seqs=("real", "128"), spl
     from ..artifacts import Artifact
     from ..data import load_dataset
     from ..evaluation import evaluate_runner, load_tokenizer
+    from ..optimize.first_token import FIRST_TOKEN, recorded_rewrites
     from ..runtime import open_runner
     from ..tasks import get_task
 
@@ -96,7 +97,7 @@ def measure(path: str, data: str, batch_sizes=(1, 32), seqs=("real", "128"), spl
     metric = evaluate_runner(task, runner, tok, examples, art.labels, art.max_length, 32, show_progress=False)
     feats, _ = task.encode(examples.inputs, tok, art.max_length)
     config = json.loads((art.path / "config.json").read_text())
-    first_token = "first-token-last-layer" in (art.manifest.get("optimization") or {}).get("rewrites", [])
+    first_token = FIRST_TOKEN in recorded_rewrites(art)
     pad = tok.pad_token_id or 0
     rows = []
     for seq in seqs:

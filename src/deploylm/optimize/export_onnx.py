@@ -10,6 +10,7 @@ from pathlib import Path
 from ..artifacts import Artifact
 from ..errors import ConfigError
 from .common import SUPPORTED_ARCHS, check_supported, copy_aux_files
+from .first_token import FIRST_TOKEN, applies, first_token_last_layer
 
 OPSET = 17
 FORMATS = ("onnx",)
@@ -31,13 +32,8 @@ def _kwargs_wrapper(model, names):
     return KwargsWrapper().eval()
 
 
-FIRST_TOKEN = "first-token-last-layer"
-
-
 def graph_rewrites(parent: Artifact, cfg: dict, all_tokens_last_layer: bool) -> list[str]:
     """The exact rewrites the export applies to this parent (recorded in the manifest as `rewrites`)."""
-    from .first_token import applies
-
     return [] if all_tokens_last_layer or not applies(parent.task, cfg) else [FIRST_TOKEN]
 
 
@@ -47,7 +43,6 @@ def export_to_file(parent: Artifact, path: Path, rewrites: tuple[str, ...] | lis
 
     from ..runtime.torch_runner import model_input_names
     from ..tasks import get_task
-    from .first_token import first_token_last_layer
 
     # Eager attention: with SDPA the exported graph has no pattern ORT's Attention fusion recognises.
     model = get_task(parent.task).load_model(str(parent.path), attn_implementation="eager").eval()  # fp32: load_model

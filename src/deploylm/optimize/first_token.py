@@ -18,6 +18,13 @@ from ..errors import ConfigError
 
 # Every task whose head reads position 0 of the last layer and nothing else.
 FIRST_TOKEN_TASKS = ("classification",)
+# The rewrite's name in a manifest's `optimization.rewrites`.
+FIRST_TOKEN = "first-token-last-layer"
+
+
+def recorded_rewrites(art) -> list[str]:
+    """The graph rewrites an artifact's manifest says its model was exported with."""
+    return (art.manifest.get("optimization") or {}).get("rewrites", [])
 
 
 def applies(task: str, config: dict) -> bool:

@@ -24,6 +24,7 @@ import numpy as np
 from ..artifacts import Artifact
 from ..errors import ConfigError, DataError
 from .common import check_supported, copy_aux_files, task_data
+from .first_token import recorded_rewrites
 from .gate import GateOptions, build_gated_variant
 
 METHODS = {"dynamic-int8": ("onnxruntime",), "static-int8": ("onnxruntime",), "bf16": ("torch",)}
@@ -121,7 +122,7 @@ def _ort_files(parent: Artifact, dest: Path, method: str, calibration: list | No
         if parent.format == "onnx":
             src = parent.path / "model.onnx"
             info["source"] = "parent ONNX graph"
-            info["rewrites"] = (parent.manifest.get("optimization") or {}).get("rewrites", [])
+            info["rewrites"] = recorded_rewrites(parent)
         else:
             # dynamic-int8 quantises the *unfused* export and leaves fusion to the session (ORT_ENABLE_ALL:
             # DynamicQuantizeMatMul, MatMulIntegerToFloat, LayerNorm/GELU): on MiniLM it measured faster than
@@ -172,7 +173,7 @@ def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, b
         return build_gated_variant(parent, output, lambda d: _torch_bf16_files(parent, d), stage="quantize",
                                    fmt="transformers", method=method, config=config, gate=gate, dtype="bf16",
                                    parity_tolerance=parity_tolerance, overwrite=overwrite)
-    parent_rewrites = (parent.manifest.get("optimization") or {}).get("rewrites", [])
+    parent_rewrites = recorded_rewrites(parent)
     if all_tokens_last_layer and parent.format == "onnx" and parent_rewrites:
         raise ConfigError(f"{parent.path} is an ONNX graph already exported with {', '.join(parent_rewrites)}; "
                           "quantize keeps an ONNX parent's graph as it is. Export its transformers-format parent "
@@ -185,6 +186,5 @@ def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, b
     if parent.format == "transformers":
         config["all_tokens_last_layer"] = all_tokens_last_layer
     return build_gated_variant(parent, output, lambda d: _ort_files(parent, d, method, calibration, all_tokens_last_layer),
-                               stage="quantize",
-                               fmt="onnx", method=method, config=config, gate=gate,
+                               stage="quantize", fmt="onnx", method=method, config=config, gate=gate,
                                parity_tolerance=parity_tolerance, overwrite=overwrite)
