@@ -104,3 +104,17 @@ def ort_disabled_optimizers() -> tuple[str, ...]:
     if env.strip().lower() in ("", "none"):
         return ()
     return tuple(n.strip() for n in env.replace(",", ";").split(";") if n.strip())
+
+
+def llama_python() -> Path | None:
+    """Python of the llama.cpp peer's own venv (benchmarks): $DEPLOYLM_LLAMA_PYTHON or benchmarks/.llama-venv."""
+    env = os.environ.get("DEPLOYLM_LLAMA_PYTHON")
+    path = Path(env) if env else _REPO_ROOT / "benchmarks" / ".llama-venv" / "bin" / "python"
+    return path if path.is_file() else None
+
+
+def models_cache_dir() -> Path:
+    """Where model files deploylm prepares itself live (the assembled Gemma GGUF, ...):
+    $DEPLOYLM_MODELS_DIR, else .models/ in the repository (gitignored)."""
+    env = os.environ.get("DEPLOYLM_MODELS_DIR")
+    return Path(env).expanduser() if env else _REPO_ROOT / ".models"
