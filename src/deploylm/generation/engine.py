@@ -168,6 +168,7 @@ class DecoderEngine:
             logits = self.runner.step(plan.batch)
         except Exception as exc:  # noqa: BLE001 - the requests of this step fail, the engine keeps serving
             self.last_error = f"{type(exc).__name__}: {exc}"
+            self.scheduler.step_failed(plan)
             for rid in {s.request_id for s in plan.seqs}:
                 self._fail(rid, self.last_error)
             return

@@ -172,7 +172,7 @@ class Scheduler:
         if cache.missing_blocks(seq.prompt_ids) == 0:
             return
         blocks = len(seq.prompt_ids) // self.config.block_size
-        while self.free_blocks() < blocks and cache.evict_one(pinned) is not None:
+        while self.free_blocks() < blocks and self._evict(pinned, plan):
             pass
         if self.free_blocks() < blocks:
             return  # no room to cache it: not an error
@@ -189,7 +189,7 @@ class Scheduler:
         start = hit[1] if hit else 0
         n = min(seq.num_tokens - start, budget)
         need = self.blocks_for(start + n)
-        while self.free_blocks() < need and self.cache.evict_one(pinned | ({hit[0]} if hit else set())) is not None:
+        while self.free_blocks() < need and self._evict(pinned | ({hit[0]} if hit else set()), plan):
             pass
         if self.free_blocks() < need:
             return False
@@ -210,7 +210,7 @@ class Scheduler:
         ceiling = self.blocks_for(len(seq.prompt_ids) + seq.max_tokens)
         want = min(max(need, seq.blocks + self.config.growth_blocks), max(ceiling, need))
         while self.free_blocks() < need - seq.blocks:
-            if self.cache.evict_one(pinned) is not None:
+            if self._evict(pinned, plan):
                 continue
             victim = next((s for s in reversed(self.running) if s.status == RUNNING), None)
             self._preempt(victim, plan)
@@ -219,6 +219,14 @@ class Scheduler:
         want = min(want, seq.blocks + self.free_blocks())
         seq.blocks = want
         plan.batch.reserve[seq.seq_id] = want * self.config.block_size
+        return True
+
+    def _evict(self, pinned: set[int], plan: StepPlan) -> bool:
+        """Drop the least recently used unpinned cache entry and free its KV in the runner; False if none."""
+        entry = self.cache.evict_one(pinned)
+        if entry is None:
+            return False
+        plan.batch.free.append(entry.entry_id)
         return True
 
     def _preempt(self, seq: Seq, plan: StepPlan) -> None:
@@ -242,6 +250,13 @@ class Scheduler:
     def advance(self, plan: StepPlan) -> None:
         for seq, chunk in zip(plan.seqs, plan.batch.chunks):
             seq.num_computed += len(chunk.token_ids)
+
+    def step_failed(self, plan: StepPlan) -> None:
+        """The runner raised on `plan`: the cache entries it was to fill hold no KV, so drop them (and free them)
+        before a later request with the same prompt copies from them."""
+        for snap in plan.batch.snapshots:
+            if self.cache.remove(snap.dst) is not None:
+                self._to_free.append(snap.dst)
 
     def append(self, seq: Seq, token_id: int) -> None:
         seq.output_ids.append(token_id)

@@ -8,6 +8,7 @@ from .base import Task
 _TASKS = {
     "classification": "deploylm.tasks.classification:ClassificationTask",
     "token-classification": "deploylm.tasks.token_classification:TokenClassificationTask",
+    "text-generation": "deploylm.tasks.generation:GenerationTask",
 }
 
 
