@@ -39,7 +39,8 @@ def tiny_config(arch: str, vocab_size: int, **overrides):
 
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
-                  eos_token_id=2, pad_token_id=0, bos_token_id=None)
+                  eos_token_id=2, pad_token_id=0, bos_token_id=None,
+                  initializer_range=0.2)  # larger than the default: varied greedy tokens, not one repeated
     if arch == "llama":
         cfg = LlamaConfig(**common)
     elif arch == "qwen2":
