@@ -144,7 +144,7 @@ def test_full_queue_answers_429():
     sched.add("b", prompt(4), 2)
     with pytest.raises(RequestError) as err:
         sched.add("c", prompt(4), 2)
-    assert err.value.status == 429 and "--max-queue 2" in str(err.value)
+    assert err.value.status == 429 and "--max-waiting 2" in str(err.value)
     step(sched, runner)  # a and b leave the queue for the running set
     with pytest.raises(RequestError) as err:
         sched.make_seqs("d", prompt(4), 2, n=2, in_flight=1)  # 2 + 1 on its way > 2

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterator
 
+import torch
+
 from ..errors import RequestError
 from .detokenize import IncrementalDetokenizer, StopMatcher
 from .sampler import Sampler, SeqSampling
@@ -161,18 +163,31 @@ class DecoderEngine:
             live.sink(events)
 
     def step(self) -> None:
-        """One scheduler decision, one forward, one token for every sequence that samples."""
+        """One scheduler decision, one forward, one token for every sequence that samples. Whatever raises in
+        the step fails only the requests of this step; the loop keeps serving the others."""
         plan = self.scheduler.schedule()
         self.steps += 1
         try:
             logits = self.runner.step(plan.batch)
-        except Exception as exc:  # noqa: BLE001 - the requests of this step fail, the engine keeps serving
-            self.last_error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001
             self.scheduler.step_failed(plan)
-            for rid in {s.request_id for s in plan.seqs}:
-                self._fail(rid, self.last_error)
+            self._fail_plan(plan, exc)
             return
         self.scheduler.advance(plan)
+        try:
+            with torch.inference_mode():  # the runner's logits are inference tensors; the sampler edits them
+                self._emit(plan, logits)
+        except Exception as exc:  # noqa: BLE001 - a sampler/grammar/detokeniser/sink bug: fail, keep serving
+            self._fail_plan(plan, exc)
+        if self.observer is not None:
+            self.observer.on_step(self, len(plan.batch.chunks), plan.batch.num_tokens)
+
+    def _fail_plan(self, plan, exc: Exception) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        for rid in {s.request_id for s in plan.seqs}:
+            self._fail(rid, self.last_error)
+
+    def _emit(self, plan, logits) -> None:
         sampling = plan.sampling()
         if not sampling:
             return
@@ -189,11 +204,9 @@ class DecoderEngine:
             if event is not None:
                 out.setdefault(id(live), (live, []))[1].append(event)
         for live, events in out.values():
-            live.sink(events)
             if all(c.done for c in live.choices):
                 self._live.pop(live.request.request_id, None)
-        if self.observer is not None:
-            self.observer.on_step(self, len(plan.batch.chunks), plan.batch.num_tokens)
+            live.sink(events)
 
     def _accept(self, live: _Live, c: _Choice, pick, now: float) -> GenerationEvent | None:
         """Append the sampled token to its choice; the event to emit (None: nothing new to say yet)."""

@@ -107,7 +107,7 @@ class Scheduler:
                                "or lower max_tokens.", 400)
         if len(self.waiting) + in_flight + n > cfg.max_waiting:
             raise RequestError(f"Server is at capacity: {len(self.waiting)} sequences already wait "
-                               f"(--max-queue {cfg.max_waiting}). Retry later.", 429)
+                               f"(--max-waiting {cfg.max_waiting}). Retry later.", 429)
         return [Seq(self.new_id(), request_id, list(prompt_ids), max_tokens, index=i) for i in range(n)]
 
     def add(self, request_id: str, prompt_ids: list[int], max_tokens: int, n: int = 1) -> list[Seq]:

@@ -32,8 +32,15 @@ def serve(
     max_text_chars: int = typer.Option(10_000, min=1, help="characters per text (400 beyond, unless --truncate)"),
     truncate: bool = typer.Option(False, help="cut over-long texts to the model's max length instead of 400"),
     log_level: str = typer.Option("warning"),
+    kv_cache_tokens: int = typer.Option(65536, min=16, help="decoders: KV cache budget per model, in tokens"),
+    max_num_seqs: int = typer.Option(64, min=1, help="decoders: sequences decoded together in one step"),
+    max_step_tokens: int = typer.Option(512, min=1, help="decoders: tokens per step (prefill chunks + decodes)"),
+    max_waiting: int = typer.Option(256, min=1, help="decoders: queued sequences per model before 429"),
+    prefix_cache: bool = typer.Option(True, help="decoders: reuse the KV of shared prompt prefixes"),
+    generation_timeout_s: float = typer.Option(600.0, min=0.001, help="decoders: per-request deadline"),
 ) -> None:
-    """Serve artifacts over REST (task endpoints + Open Inference Protocol v2) and gRPC, with dynamic batching."""
+    """Serve artifacts over REST (task endpoints, Open Inference Protocol v2, the OpenAI API for decoders) and gRPC.
+    Encoders get dynamic batching; decoders continuous batching with token streaming."""
     from .. import settings
 
     settings.use_serving_threads()  # before any model (and its thread pool) loads
@@ -46,7 +53,12 @@ def serve(
                     truncate=truncate, api_key=read_api_key(api_key_file))
     batch = BatchConfig(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
                         max_batch_tokens=max_batch_tokens)
-    run(ServeConfig(artifacts=artifacts, names=name or (), host=host, port=port,
+    from ..generation.scheduler import SchedulerConfig
+
+    decoder = SchedulerConfig(kv_tokens=kv_cache_tokens, max_num_seqs=max_num_seqs,
+                              max_step_tokens=max(max_step_tokens, max_num_seqs), max_waiting=max_waiting,
+                              prefix_caching=prefix_cache)
+    run(ServeConfig(artifacts=artifacts, decoder=decoder, generation_timeout_s=generation_timeout_s, names=name or (), host=host, port=port,
                     grpc_port=None if grpc_port < 0 else grpc_port, batch=batch, limits=limits, timeout_s=timeout_s,
                     log_level=log_level))
 

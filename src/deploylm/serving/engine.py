@@ -35,6 +35,7 @@ class ServedModel:
     platform: str = ""
     source: str = ""
     batcher: Batcher | None = None
+    generator: Any = None  # decoders: a deploylm.generation.engine.DecoderEngine (no batcher)
     ready: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -46,24 +47,49 @@ class ServedModel:
     def key(self) -> str:
         return f"{self.name}:{self.version}"
 
+    @property
+    def is_decoder(self) -> bool:
+        return self.generator is not None
+
 
 def version_order(version: str) -> tuple:
     """Latest = highest version: numeric ones by value (2 < 10), any numeric above any other (as Triton)."""
     return (1, int(version), "") if version.isdigit() else (0, 0, version)
 
 
-def load_model(path: str | Path, name: str | None = None, version: str = "1") -> ServedModel:
-    """Open an artifact (checksums verified) and its runner via open_runner; no backend is named here."""
+def load_model(path: str | Path, name: str | None = None, version: str = "1", decoder=None) -> ServedModel:
+    """Open an artifact (checksums verified) and its runner via open_runner; no backend is named here.
+    Decoders (task text-generation) get a DecoderEngine built from `decoder` (a SchedulerConfig)."""
     from ..artifacts import Artifact
     from ..evaluation import load_tokenizer
     from ..runtime import open_runner
     from ..tasks import get_task
 
     art = Artifact.open(path)
+    if art.task == GENERATION_TASK:
+        return _load_decoder(art, name, version, decoder)
     runner = open_runner(art)
     return ServedModel(name=name or art.name, task=get_task(art.task), tokenizer=load_tokenizer(art), runner=runner,
                        labels=art.labels, max_length=art.max_length, version=version,
                        platform=f"deploylm_{runner.backend}", source=str(art.path))
+
+
+GENERATION_TASK = "text-generation"
+
+
+def _load_decoder(art, name: str | None, version: str, config) -> ServedModel:
+    from transformers import AutoTokenizer
+
+    from ..generation.engine import DecoderEngine
+    from ..runtime.decoder_runner import TorchDecoderRunner
+    from ..tasks import get_task
+
+    runner = TorchDecoderRunner.from_artifact(art)
+    tokenizer = AutoTokenizer.from_pretrained(art.path)
+    served = name or art.name
+    return ServedModel(name=served, task=get_task(art.task), tokenizer=tokenizer, runner=runner, labels=[],
+                       max_length=runner.max_context, version=version, platform=f"deploylm_{runner.backend}",
+                       source=str(art.path), generator=DecoderEngine(runner, tokenizer, config, name=served))
 
 
 class Engine:
@@ -88,6 +114,14 @@ class Engine:
         self.models[model.key] = model
         self._versions[model.name] = sorted([*self._versions.get(model.name, []), model],
                                             key=lambda m: version_order(m.version))
+        if model.is_decoder:
+            if self.metrics is not None and hasattr(self.metrics, "decoder_observer"):
+                model.generator.observer = self.metrics.decoder_observer(model.name, model.version)
+            model.generator.start()
+            if warmup:
+                _warm_up_decoder(model.generator)
+            model.ready = True
+            return
         if warmup:
             self._warm_up(model)
         model.batcher = Batcher(model.key, model.runner, lambda lg, aux, m=model: m.task.decode(lg, aux, m.id2label),
@@ -115,6 +149,8 @@ class Engine:
             model.ready = False
             if model.batcher is not None:
                 model.batcher.stop(drain=drain)
+            if model.generator is not None:
+                model.generator.close()
 
     # -- requests ------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -157,8 +193,17 @@ class Engine:
         model = self.get(name, version)
         if not self.accepting:
             raise RequestError("The server is shutting down; retry on another replica.", 503)
-        if not model.ready or model.batcher is None:
+        if not model.ready or (model.batcher is None and model.generator is None):
             raise RequestError(f"Model '{name}' is still loading; retry when /v2/models/{name}/ready is true.", 503)
+        return model
+
+    def require_decoder(self, name: str) -> ServedModel:
+        """A ready decoder by name (OpenAI's `model`): 404 for unknown names, 400 for an encoder."""
+        model = self.require_ready(name)
+        if not model.is_decoder:
+            decoders = ", ".join(n for n in self.names() if self.versions(n)[-1].is_decoder) or "none"
+            raise RequestError(f"Model '{name}' is a {model.task.name} encoder, not a text-generation model; "
+                               f"use /v1/models/{model.name}/predict. Generation models served: {decoders}.", 400)
         return model
 
     async def submit(self, name: str, inputs: Sequence[Any], timeout_s: float | None = None,
@@ -170,6 +215,9 @@ class Engine:
         `gone`: a future the transport completes when its client disconnects; the request is then
         dropped before it is computed and RequestError(499) is raised."""
         model = self.require_ready(name, version)
+        if model.is_decoder:
+            raise RequestError(f"Model '{model.name}' generates text: use /v1/completions or /v1/chat/completions.",
+                               400)
         texts = self.limits.check_texts(inputs, model.max_length)
         if model.batcher.queue_depth() >= self.batch.max_queue:  # refuse before paying for tokenization
             raise RequestError(f"Model '{model.key}' is overloaded: {self.batch.max_queue} requests already queued "
@@ -212,3 +260,13 @@ class Engine:
         if req is None or req.future.done():
             return False
         return req.future.cancel()
+
+
+def _warm_up_decoder(generator) -> None:
+    """A first prefill and a few decode steps allocate and pick kernels before the model is ready."""
+    from ..generation.types import GenerationRequest, SamplingParams
+
+    ids = generator.tokenizer("warm-up text for the model").input_ids or [0]
+    for _ in generator.iterate(GenerationRequest(generator.new_request_id(), ids,
+                                                 SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))):
+        pass

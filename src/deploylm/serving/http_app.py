@@ -156,9 +156,12 @@ def _json(doc: Any) -> Response:
     return Response(json.dumps(doc, ensure_ascii=False).encode(), media_type="application/json")
 
 
-def create_app(engine, metrics, limits) -> FastAPI:
+def create_app(engine, metrics, limits, generation_timeout_s: float = 600.0) -> FastAPI:
+    from .openai_api import register_openai_routes
+
     app = FastAPI(title="deploylm", version=__version__,
-                  description="Task endpoints (/v1) and the Open Inference Protocol v2 (/v2) for deploylm models.")
+                  description="Task endpoints (/v1), the OpenAI API for text-generation models (/v1/completions, "
+                              "/v1/chat/completions) and the Open Inference Protocol v2 (/v2) for deploylm models.")
     app.add_middleware(Guard, engine=engine, metrics=metrics, limits=limits)
 
     @app.exception_handler(RequestError)
@@ -184,8 +187,8 @@ def create_app(engine, metrics, limits) -> FastAPI:
         for name in engine.names():
             *older, latest = engine.versions(name)
             data += [{"id": name if m is latest else m.key, "object": "model", "created": m.created,
-                      "owned_by": "deploylm", "version": m.version, "task": m.task.name, "ready": m.ready}
-                     for m in [latest, *reversed(older)]]
+                      "owned_by": "deploylm", "version": m.version, "task": m.task.name, "ready": m.ready,
+                      "max_model_len": m.max_length} for m in [latest, *reversed(older)]]
         return {"object": "list", "data": data}
 
     predict_body = {"requestBody": {"required": True, "content": {"application/json": {
@@ -240,6 +243,7 @@ def create_app(engine, metrics, limits) -> FastAPI:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+    register_openai_routes(app, engine, limits, generation_timeout_s)
     return app
 
 

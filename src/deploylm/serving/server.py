@@ -32,6 +32,8 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     timeout_s: float = 10.0
     log_level: str = "warning"
+    decoder: object = None  # generation.scheduler.SchedulerConfig for decoder artifacts (None: its defaults)
+    generation_timeout_s: float = 600.0  # per-request deadline of /v1/completions and /v1/chat/completions
 
 
 def read_api_key(path: Path | None) -> str | None:
@@ -78,7 +80,7 @@ def build(cfg: ServeConfig):
 
     metrics = ServerMetrics()
     engine = Engine(cfg.batch, cfg.limits, cfg.timeout_s, metrics)
-    return create_app(engine, metrics, cfg.limits), engine, metrics
+    return create_app(engine, metrics, cfg.limits, generation_timeout_s=cfg.generation_timeout_s), engine, metrics
 
 
 async def _load_all(engine, cfg: ServeConfig, names: list[tuple[str, str]],
@@ -90,7 +92,7 @@ async def _load_all(engine, cfg: ServeConfig, names: list[tuple[str, str]],
     failures = []
     for k, (path, (name, version)) in enumerate(zip(cfg.artifacts, names)):
         try:
-            model = await asyncio.to_thread(load_model, path, name, version)
+            model = await asyncio.to_thread(load_model, path, name, version, cfg.decoder)
             await asyncio.to_thread(engine.add, model)
         except Exception as exc:  # noqa: BLE001 - reported, then the server stops
             failures.append(f"model '{name}:{version}' from {path}: {exc}")
@@ -100,6 +102,22 @@ async def _load_all(engine, cfg: ServeConfig, names: list[tuple[str, str]],
         report(f"deploylm: model '{name}' version {version} ready ({model.task.name}, {model.runner.backend}) "
                f"from {path}")
     return failures
+
+
+def try_line(model, base: str, auth: str) -> str:
+    """A curl command that works against `model` as served."""
+    json_header = "-H 'Content-Type: application/json'"
+    if not model.is_decoder:
+        return (f"curl -s{auth} -X POST {base}/v1/models/{model.name}/predict {json_header} "
+                "-d '{\"inputs\": [\"a gripping, beautifully acted film\"]}'")
+    from ..tasks.generation import has_chat_template
+
+    if has_chat_template(model.tokenizer):
+        body = ('{"model": "%s", "messages": [{"role": "user", "content": "Name three uses of a paperclip."}], '
+                '"max_tokens": 64, "stream": true}' % model.name)
+        return f"curl -sN{auth} {base}/v1/chat/completions {json_header} -d '{body}'"
+    body = '{"model": "%s", "prompt": "The capital of France is", "max_tokens": 32}' % model.name
+    return f"curl -s{auth} {base}/v1/completions {json_header} -d '{body}'"
 
 
 def _server_class():
@@ -158,8 +176,9 @@ async def serve_async(cfg: ServeConfig, report: Callable[[str], None] = print) -
         if task.cancelled() or task.result():
             return
         auth = " -H 'Authorization: Bearer $API_KEY'" if cfg.limits.api_key else ""
-        report(f"deploylm: try: curl -s{auth} -X POST http://{cfg.host}:{http_port}/v1/models/{names[0][0]}/predict "
-               "-H 'Content-Type: application/json' -d '{\"inputs\": [\"a gripping, beautifully acted film\"]}'")
+        base = f"http://{cfg.host}:{http_port}"
+        for name in dict.fromkeys(n for n, _ in names):
+            report(f"deploylm: try: {try_line(engine.get(name), base, auth)}")
 
     loader.add_done_callback(_show_curl)
     loader.add_done_callback(lambda t: t.cancelled() or not t.result() or server.request_exit())
