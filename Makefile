@@ -26,8 +26,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/deploylm pipeline examples/demo.yaml
 	$(BIN)/deploylm predict runs/demo/03-quantize "a gripping, beautifully acted film" "a dull and tedious mess"
-	@echo "Serving the int8 model; the curl line below works once it says ready. Ctrl-C to stop."
-	$(BIN)/deploylm serve runs/demo/03-quantize --name sst2 --port 8000 --grpc-port 8001
+	# The decoder half: SmolLM2-135M-Instruct from its packaged GGUF, its weight-int8 variant behind the
+	# perplexity + greedy-agreement + speed gate, then one server for both models.
+	$(BIN)/deploylm import smollm2-135m --output runs/demo/smollm2 --overwrite
+	$(BIN)/deploylm quantize runs/demo/smollm2 --method weight-int8 --output runs/demo/smollm2-int8 --overwrite
+	$(BIN)/deploylm generate runs/demo/smollm2-int8 --chat "Give me one tip for a job interview." --max-tokens 48
+	@echo "Serving the int8 encoder and the int8 decoder; the curl lines below work once they say ready. Ctrl-C to stop."
+	$(BIN)/deploylm serve runs/demo/03-quantize runs/demo/smollm2-int8 --name sst2 --name smollm2 --port 8000 --grpc-port 8001
 
 # pytest exits 5 when it collects nothing: that is a broken suite, not a pass.
 test: install

@@ -89,3 +89,11 @@ def conll_dir(tmp_path) -> Path:
             lines.append("")
         (d / name).write_text("\n".join(lines))
     return d
+
+
+@pytest.fixture(scope="session")
+def smollm2_artifact(tmp_path_factory):
+    """SmolLM2-135M-Instruct imported once per test session from the packaged GGUF (make install installs it)."""
+    from deploylm.models.importer import import_decoder
+
+    return import_decoder("smollm2-135m", tmp_path_factory.mktemp("smollm2") / "smollm2")

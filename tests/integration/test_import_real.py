@@ -50,8 +50,8 @@ def _gguf_greedy(alias: str) -> list[int]:
     return out[0, ids.shape[1]:].tolist()
 
 
-def test_smollm2_imports_and_decodes_like_its_gguf(tmp_path):
-    art = import_decoder("smollm2-135m", tmp_path / "smol")
+def test_smollm2_imports_and_decodes_like_its_gguf(smollm2_artifact):
+    art = smollm2_artifact
     dec = art.manifest["decoder"]
     assert (dec["architecture"], dec["chat_template"], art.max_length) == ("LlamaForCausalLM", True, 8192)
     assert dec["gguf"]["sha256"] == art.manifest["parent"]["hash"] and len(dec["gguf"]["sha256"]) == 64

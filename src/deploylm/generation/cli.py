@@ -23,6 +23,9 @@ def open_engine(artifact: Path, kv_tokens: int | None = None, max_num_seqs: int 
     from .engine import DecoderEngine
     from .scheduler import SchedulerConfig
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the weight-load bar of a sub-second load is noise in a terminal
     art = Artifact.open(artifact)
     if art.task != "text-generation":
         raise ConfigError(f"{artifact} is a {art.task} artifact; generate needs a decoder (made by `deploylm import`).")

@@ -80,6 +80,7 @@ class TorchDecoderRunner:
         self.eos_token_ids: Sequence[int] = _eos_ids(model, tokenizer)
         elem = torch.empty((), dtype=self.dtype).element_size()
         self.kv_bytes_per_token = self.num_layers * 2 * self.kv_heads * self.head_dim * elem
+        self.tokenizer = tokenizer
         self.threads = threads or settings.num_threads()
         self._slabs: dict[int, torch.Tensor] = {}
         self._owner = threading.get_ident()
