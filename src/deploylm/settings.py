@@ -118,3 +118,9 @@ def models_cache_dir() -> Path:
     $DEPLOYLM_MODELS_DIR, else .models/ in the repository (gitignored)."""
     env = os.environ.get("DEPLOYLM_MODELS_DIR")
     return Path(env).expanduser() if env else _REPO_ROOT / ".models"
+
+
+def decoder_transposed_linears() -> bool:
+    """$DEPLOYLM_DECODER_TRANSPOSED: fp32 decoder linears with [in, out] weights (runtime/decoder_linear.py);
+    on by default, "0" keeps transformers' nn.Linear (the benchmark's ablation)."""
+    return os.environ.get("DEPLOYLM_DECODER_TRANSPOSED", "1").lower() not in ("0", "false", "no")

@@ -53,13 +53,25 @@ def _eos_ids(model, tokenizer=None) -> list[int]:
     return sorted(set(ids))
 
 
+def _logits_width(model, cfg) -> int:
+    head = model.get_output_embeddings()
+    for attr in ("out_features", "weight"):
+        value = getattr(head, attr, None)
+        if isinstance(value, int):
+            return value
+        if value is not None:
+            return int(value.shape[0])
+    return int(cfg.vocab_size)
+
+
 class TorchDecoderRunner:
     """DecoderRunner over a transformers causal LM (any architecture whose attention goes through
     transformers' attention interface: Llama, Qwen2, Gemma3, ...)."""
 
     def __init__(self, model, backend: str = "fp32", tokenizer=None, max_context: int | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, transposed_linears: bool | None = None):
         from .. import settings
+        from .decoder_linear import transpose_linears
 
         register()
         model.config._attn_implementation = ATTN_IMPLEMENTATION
@@ -73,9 +85,10 @@ class TorchDecoderRunner:
         self.num_layers = cfg.num_hidden_layers
         self.kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        if transposed_linears if transposed_linears is not None else settings.decoder_transposed_linears():
+            transpose_linears(model)
         self.dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0]) if model.get_output_embeddings() is not \
-            None and hasattr(model.get_output_embeddings(), "weight") else int(cfg.vocab_size)
+        self.vocab_size = _logits_width(model, cfg)
         self.max_context = int(min(max_context or cfg.max_position_embeddings, cfg.max_position_embeddings))
         self.eos_token_ids: Sequence[int] = _eos_ids(model, tokenizer)
         elem = torch.empty((), dtype=self.dtype).element_size()
