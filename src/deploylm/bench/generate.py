@@ -43,6 +43,19 @@ class LevelResult:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_peer(cls, system: str, concurrency: int, doc: dict) -> "LevelResult":
+        """A peer's document (bench.generate_peers.run_peer) in the same shape."""
+        s = doc["summary"]
+        nan = float("nan")
+        agg = s.get("aggregate_tokens_per_s") or nan
+        return cls(system, concurrency, s["requests"], nan, int(s["requests"] * (s.get("output_tokens_mean") or 0)),
+                   agg, s.get("decode_tokens_per_s") or nan, s.get("ttft_p50_ms") or nan, s.get("ttft_p99_ms") or nan,
+                   s.get("itl_p50_ms") or nan, s.get("itl_p99_ms") or nan, 0, s.get("peak_rss_mb"),
+                   {"aggregate_min": s.get("aggregate_tokens_per_s_min"),
+                    "aggregate_max": s.get("aggregate_tokens_per_s_max"),
+                    "weight_read_gbps": s.get("weight_read_gbps")})
+
 
 def _pct(values: list[float], q: float) -> float:
     if not values:
