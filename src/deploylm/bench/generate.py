@@ -21,6 +21,8 @@ class Trace:
     token_times: list[float] = field(default_factory=list)
     prompt_tokens: int = 0
     error: str | None = None
+    prompt_index: int = 0
+    token_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -101,13 +103,14 @@ def run_engine_level(engine, prompts: list[list[int]], max_tokens: int, concurre
                 return
             k = counts["sent"]
             counts["sent"] += 1
-        trace = Trace(time.perf_counter(), prompt_tokens=len(prompts[k % len(prompts)]))
+        trace = Trace(time.perf_counter(), prompt_tokens=len(prompts[k % len(prompts)]), prompt_index=k % len(prompts))
         traces.append(trace)
 
         def sink(events, trace=trace) -> None:  # on the engine thread
             now = time.perf_counter()
             for ev in events:
                 trace.token_times.extend([now] * len(ev.token_ids))
+                trace.token_ids.extend(ev.token_ids)
                 if ev.finish_reason is not None:
                     trace.error = ev.error
                     counts["done"] += 1
@@ -124,7 +127,7 @@ def run_engine_level(engine, prompts: list[list[int]], max_tokens: int, concurre
     wall = time.perf_counter() - start
     result = summarise(system, concurrency, traces, wall)
     result.peak_rss_mb = peak_rss_mb()
-    result.extra = engine.stats()
+    result.extra = {**engine.stats(), "tokens": {t.prompt_index: t.token_ids for t in traces}}
     return result
 
 

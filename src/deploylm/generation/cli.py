@@ -143,7 +143,8 @@ def bench_generate(
             ids = [engine.tokenizer(t).input_ids for t in texts]
             run_engine_level(engine, ids[:1], 8, 1, 1)  # warm-up
             for c in levels:
-                results.append(run_engine_level(engine, ids, max_tokens, c, c * requests_per_stream))
+                results.append(run_engine_level(engine, ids, max_tokens, c, c * requests_per_stream,
+                                                system=f"deploylm-{engine.runner.backend}"))
                 console.print(_line(results[-1]))
         finally:
             engine.close()
