@@ -181,6 +181,8 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--levels", default="1,4,16,64")
+    ap.add_argument("--extras-only", action="store_true",
+                    help="keep the rounds already in results/generate.json; run only parity, prefix TTFT, report")
     args = ap.parse_args()
     from transformers import AutoTokenizer
 
@@ -205,8 +207,8 @@ def main() -> int:
         "llama-cpp": lambda: peer_levels("llama-cpp", fp32, texts, mt, [1, 16]),
         "llama-cpp-q4": lambda: peer_levels("llama-cpp-q4", fp32, texts, mt, [1, 16]),
     }
-    rounds = []
-    for k in range(args.rounds):
+    rounds = json.loads((RESULTS / "generate.json").read_text())["rounds"] if args.extras_only else []
+    for k in range(0 if args.extras_only else args.rounds):
         order = list(systems) if k % 2 == 0 else list(reversed(systems))
         rnd = {"membw": measure_bandwidth(rounds=5)}
         for name in order:
@@ -222,6 +224,7 @@ def main() -> int:
     extra["parity_fp32_batch16"] = tie_report(fp32, ids, ref, rounds[0]["deploylm-fp32"][1]["extra"]["tokens"])
     extra["gates"] = {m: json.loads((p / "manifest.json").read_text()).get("gate") for m, p in arts.items()
                       if m != "fp32"}
+    args.rounds = len(rounds)
     doc = {"rounds": rounds, "extra": extra, "machine": machine_info(), "args": vars(args),
            "params": json.loads((fp32 / "manifest.json").read_text())["decoder"]["params"]}
     (RESULTS / "generate.json").write_text(json.dumps(doc, indent=1, default=str))

@@ -8,10 +8,25 @@ from typing import Optional
 import typer
 
 
+def _report_decoder(art, out) -> None:
+    gate = art.manifest["gate"]
+    ppl, greedy, speed = gate["perplexity"], gate["greedy"], gate["speed"]
+    out.print(f"[green]{art.manifest['method']}[/] -> [bold]{art.path}[/]")
+    out.print(f"  perplexity on {ppl['texts']} SQuAD dev contexts ({ppl['tokens']} tokens): {ppl['parent']:.3f} -> "
+              f"{ppl['variant']:.3f} ({ppl['increase_percent']:+.2f} %); same next-token prediction at "
+              f"{ppl['top1_agreement']:.1%} of positions")
+    out.print(f"  greedy agreement on {greedy['prompts']} prompts x {greedy['new_tokens']} tokens: "
+              f"{greedy['to_first_divergence']:.1%} up to the first divergence, {greedy['overall']:.1%} overall")
+    out.print(f"  decode speed at batch 1: {speed['ratio_median']:.2f}x its parent (rounds {speed['ratio_min']:.2f}.."
+              f"{speed['ratio_max']:.2f}x; {speed['variant_tokens_per_s']} vs {speed['parent_tokens_per_s']} tokens/s)")
+
+
 def _report(art) -> None:
     from rich.console import Console
 
     out = Console()
+    if art.manifest.get("gate", {}).get("kind") == "decoder":
+        return _report_decoder(art, out)
     gate, parity = art.manifest["gate"], art.manifest["parity"]
     out.print(f"[green]{art.manifest['method']}[/] -> [bold]{art.path}[/]")
     out.print(f"  parity: max |dlogit| {max(parity['random']['max_abs_diff'], parity['real']['max_abs_diff']):.3g}, "
@@ -29,6 +44,14 @@ def _gate(data, max_metric_drop, allow_metric_drop, allow_slower, max_eval_sampl
                        allow_slower=allow_slower, max_eval_samples=max_eval_samples)
 
 
+def _decoder_gate(data, max_ppl_increase, allow_ppl_increase, allow_slower, ppl_texts):
+    from .decoder_gate import DecoderGateOptions
+
+    texts = {"ppl_texts": ppl_texts} if ppl_texts is not None else {}
+    return DecoderGateOptions(data=data, max_ppl_increase=max_ppl_increase, allow_ppl_increase=allow_ppl_increase,
+                              allow_slower=allow_slower, **texts)
+
+
 ALL_TOKENS_HELP = ("classification: export the last layer for every token (default: only the first token, "
                    "the one the head reads; exact and faster)")
 DATA_HELP = "dataset for the dev-set gate (and calibration); default: the one the artifact was fine-tuned on"
@@ -38,7 +61,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def quantize(
         artifact: Path,
-        method: str = typer.Option(..., help="dynamic-int8 | static-int8 | bf16"),
+        method: str = typer.Option(..., help="encoders: dynamic-int8 | static-int8 | bf16; decoders: weight-int8 | bf16"),
         output: Path = typer.Option(..., help="artifact directory to create"),
         backend: Optional[str] = typer.Option(None, help="onnxruntime (int8) | torch (bf16); default per method"),
         data: Optional[str] = typer.Option(None, "--data", "--calibration-data", help=DATA_HELP),
@@ -49,6 +72,11 @@ def register(app: typer.Typer) -> None:
         max_eval_samples: Optional[int] = typer.Option(None, help="gate on the first N dev examples only"),
         parity_tolerance: Optional[float] = typer.Option(None, help="looser max |dlogit| than the method's default"),
         all_tokens_last_layer: bool = typer.Option(False, help=ALL_TOKENS_HELP),
+        max_ppl_increase: float = typer.Option(2.0, help="decoders: refuse if perplexity rises more, in percent "
+                                                         "of the parent's (2 = 2 %)"),
+        allow_ppl_increase: bool = typer.Option(False, help="decoders: keep the variant even if perplexity rises more"),
+        ppl_texts: Optional[int] = typer.Option(None, help="decoders: SQuAD dev contexts to measure perplexity on "
+                                                          "(default 16; --data: a SQuAD-format JSON file)"),
         overwrite: bool = typer.Option(False),
     ) -> None:
         """Quantised variant of ARTIFACT, parity-checked, evaluated and benchmarked against it (the gate)."""
@@ -57,7 +85,8 @@ def register(app: typer.Typer) -> None:
         _report(run(artifact, output, method, backend=backend,
                     gate=_gate(data, max_metric_drop, allow_metric_drop, allow_slower, max_eval_samples),
                     calibration_samples=calibration_samples, parity_tolerance=parity_tolerance,
-                    all_tokens_last_layer=all_tokens_last_layer, overwrite=overwrite))
+                    all_tokens_last_layer=all_tokens_last_layer, overwrite=overwrite,
+                    decoder_gate=_decoder_gate(data, max_ppl_increase, allow_ppl_increase, allow_slower, ppl_texts)))
 
     @app.command()
     def export(

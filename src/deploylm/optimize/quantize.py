@@ -30,11 +30,14 @@ from .gate import GateOptions, build_gated_variant
 METHODS = {"dynamic-int8": ("onnxruntime",), "static-int8": ("onnxruntime",), "bf16": ("torch",)}
 BACKENDS = ("onnxruntime", "torch")
 DEFAULT_CALIBRATION_SAMPLES = 200
+DECODER_TASK = "text-generation"  # dispatched to decoder_quantize.py, whose HANDLERS name its methods
+DECODER_METHODS = ("weight-int8",)  # decoder-only: named in the error an encoder gets for them
 
 
 def check_method(method: str, backend: str | None) -> str:
     if method not in METHODS:
-        raise ConfigError(f"Unknown quantisation method '{method}'. Valid methods: {', '.join(METHODS)}.")
+        hint = " (weight-int8 is for text-generation artifacts)" if method in DECODER_METHODS else ""
+        raise ConfigError(f"Unknown quantisation method '{method}'{hint}. Valid methods: {', '.join(METHODS)}.")
     if backend is None:
         return METHODS[method][0]
     if backend not in BACKENDS:
@@ -156,12 +159,20 @@ def _torch_bf16_files(parent: Artifact, dest: Path) -> dict:
 def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, backend: str | None = None,
              gate: GateOptions | None = None, calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
              parity_tolerance: float | None = None, all_tokens_last_layer: bool = False,
-             overwrite: bool = False) -> Artifact:
+             overwrite: bool = False, decoder_gate=None) -> Artifact:
     """deploylm quantize: a quantised variant of ARTIFACT, parity-checked and gated against it.
 
     all_tokens_last_layer: when a transformers parent is exported first, keep the classifier's last
-    layer on every token (see first_token.py); an ONNX parent's graph is quantised as it is."""
+    layer on every token (see first_token.py); an ONNX parent's graph is quantised as it is.
+    A text-generation parent goes to decoder_quantize (gated by `decoder_gate`, a DecoderGateOptions)."""
     parent = artifact if isinstance(artifact, Artifact) else Artifact.open(artifact)
+    if parent.task == DECODER_TASK:
+        from .decoder_quantize import quantize_decoder
+
+        if parity_tolerance is not None or all_tokens_last_layer:
+            raise ConfigError("--parity-tolerance and --all-tokens-last-layer are encoder options; a decoder variant "
+                              "is gated by perplexity (--max-ppl-increase). Leave them out.")
+        return quantize_decoder(parent, output, method, gate=decoder_gate, backend=backend, overwrite=overwrite)
     backend = check_method(method, backend)
     gate = gate or GateOptions()
     check_supported(parent)

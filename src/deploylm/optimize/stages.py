@@ -2,6 +2,7 @@
 
     - export: {optimize: O2, data: sst2}
     - quantize: {method: dynamic-int8, data: sst2}
+    - quantize: {method: weight-int8, max_ppl_increase: 2}   # a text-generation artifact
     - bench: {data: sst2}          # the artifact vs its PyTorch source: table + plot beside it
 """
 
@@ -39,9 +40,20 @@ class ExportConfig(GateFields):
 
 
 class QuantizeConfig(GateFields):
-    method: Literal["dynamic-int8", "static-int8", "bf16"] = "dynamic-int8"
+    method: Literal["dynamic-int8", "static-int8", "bf16", "weight-int8"] = "dynamic-int8"
     backend: Literal["onnxruntime", "torch"] | None = None
     calibration_samples: int = Field(default=200, gt=0)
+    # decoders (text-generation artifacts): perplexity side of their gate
+    max_ppl_increase: float = Field(default=2.0, ge=0, description="percent of the parent's perplexity (2 = 2 %)")
+    allow_ppl_increase: bool = False
+    ppl_texts: int | None = Field(default=None, gt=0, description="SQuAD dev contexts for perplexity; default 16")
+
+    def decoder_gate(self):
+        from .decoder_gate import DecoderGateOptions
+
+        texts = {"ppl_texts": self.ppl_texts} if self.ppl_texts else {}
+        return DecoderGateOptions(data=self.data, max_ppl_increase=self.max_ppl_increase,
+                                  allow_ppl_increase=self.allow_ppl_increase, allow_slower=self.allow_slower, **texts)
 
 
 class BenchConfig(StageConfig):
@@ -64,7 +76,8 @@ def _quantize(parent, cfg: QuantizeConfig, output: Path, overwrite: bool):
 
     return quantize(parent, output, cfg.method, backend=cfg.backend, gate=cfg.gate(),
                     calibration_samples=cfg.calibration_samples, parity_tolerance=cfg.parity_tolerance,
-                    all_tokens_last_layer=cfg.all_tokens_last_layer, overwrite=overwrite)
+                    all_tokens_last_layer=cfg.all_tokens_last_layer, overwrite=overwrite,
+                    decoder_gate=cfg.decoder_gate())
 
 
 def _bench(parent, cfg: BenchConfig, output: Path, overwrite: bool):
