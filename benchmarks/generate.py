@@ -96,7 +96,7 @@ def peer_levels(kind: str, model_dir: Path, texts: list[str], max_tokens: int, l
     for c in levels:
         doc = run_peer(kind, model_dir=model_dir, prompts=texts[:max(c, 4)], max_tokens=max_tokens, concurrency=c)
         row = LevelResult.from_peer(kind, c, doc).as_dict()
-        row["extra"]["tokens"] = {i: r.get("token_ids") for i, r in enumerate(doc["rounds"][0]["requests"])}
+        row["extra"]["tokens"] = {str(i): r.get("tokens") for i, r in enumerate(doc["rounds"][0]["requests"])}
         out.append(row)
     return out
 
@@ -217,9 +217,15 @@ def main() -> int:
         rounds.append(rnd)
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "generate.json").write_text(json.dumps({"rounds": rounds}, indent=1, default=str))
-    extra = {"prefix_cache": prefix_ttft(arts["weight-int8"])}
+    extra = {}
+    if args.extras_only and "prefix_cache" in json.loads((RESULTS / "generate.json").read_text()).get("extra", {}):
+        extra["prefix_cache"] = json.loads((RESULTS / "generate.json").read_text())["extra"]["prefix_cache"]
+    else:
+        extra["prefix_cache"] = prefix_ttft(arts["weight-int8"])
     ids = [tok(t).input_ids for t in texts]
     ref = rounds[0]["hf"][0]["extra"]["tokens"]
+    if not any(ref.values()):  # rounds recorded before the peer's token ids were kept: run the reference again
+        ref = peer_levels("hf", fp32, texts, mt, [1])[0]["extra"]["tokens"]
     extra["parity_fp32_alone"] = tie_report(fp32, ids, ref, rounds[0]["deploylm-fp32"][0]["extra"]["tokens"])
     extra["parity_fp32_batch16"] = tie_report(fp32, ids, ref, rounds[0]["deploylm-fp32"][1]["extra"]["tokens"])
     extra["gates"] = {m: json.loads((p / "manifest.json").read_text()).get("gate") for m, p in arts.items()

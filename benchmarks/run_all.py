@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["finetune", "optimize", "serve"]
+ORDER = ["finetune", "optimize", "serve", "generate"]
 
 
 def main() -> int:
