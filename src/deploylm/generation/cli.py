@@ -117,10 +117,9 @@ def bench_generate(
     from ..bench.generate import run_engine_level, run_http_level
     from ..errors import ConfigError
 
-    try:
-        levels = [int(c) for c in concurrency.split(",") if c.strip()]
-    except ValueError:
-        raise ConfigError(f"--concurrency must be comma-separated integers, got '{concurrency}'.") from None
+    from ..serving.loadgen import parse_levels
+
+    levels = parse_levels(concurrency)
     console = Console()
     results = []
     is_url = target.startswith(("http://", "https://"))

@@ -85,10 +85,9 @@ def bench_serve(
     from .loadgen import load_texts, run_levels
     from .server import read_api_key
 
-    try:
-        levels = [int(c) for c in concurrency.split(",") if c.strip()]
-    except ValueError:
-        raise ConfigError(f"--concurrency must be comma-separated integers, got '{concurrency}'.") from None
+    from .loadgen import parse_levels
+
+    levels = parse_levels(concurrency)
     target = grpc_target or (f"{urlparse(url).hostname}:8001" if grpc else None)
     console = Console()
     table = Table("protocol", "concurrency", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors",

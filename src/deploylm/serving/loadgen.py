@@ -156,3 +156,16 @@ def run_levels(url: str, model: str, texts: Sequence[str], levels: Sequence[int]
         if progress:
             progress(res)
     return results
+
+
+def parse_levels(concurrency: str) -> list[int]:
+    """--concurrency "1,8,32" -> [1, 8, 32] (bench-serve and bench-generate)."""
+    from ..errors import ConfigError
+
+    try:
+        levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise ConfigError(f"--concurrency must be comma-separated positive integers, got '{concurrency}'.")
+    return levels
