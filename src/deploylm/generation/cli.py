@@ -107,6 +107,7 @@ def bench_generate(
     requests_per_stream: int = typer.Option(1, min=1, help="requests each stream sends in a level"),
     compare: str = typer.Option("", help="peers to run too: hf, hf-static, hf-cb, llama-cpp, llama-cpp-q4"),
     api_key_file: Optional[Path] = typer.Option(None),
+    tokenizer: Optional[Path] = typer.Option(None, help="with a URL: the served model's tokenizer directory"),
     output: Optional[Path] = typer.Option(None, help="write the results as JSON here"),
 ) -> None:
     """Generation benchmark: TTFT and inter-token latency p50/p99, per-stream and aggregate tokens/s per level."""
@@ -124,14 +125,12 @@ def bench_generate(
     results = []
     is_url = target.startswith(("http://", "https://"))
     if is_url:
-        from transformers import AutoTokenizer  # noqa: F401  (prompts are cut with the served model's tokenizer)
-
         if not model:
             raise ConfigError("With a URL, name the served model: --model NAME.")
         from ..serving.server import read_api_key
 
         key = read_api_key(api_key_file) if api_key_file else None
-        texts = _url_prompts(target, model, key, max(levels) * requests_per_stream, prompt_len)
+        texts = _url_prompts(tokenizer, max(levels) * requests_per_stream, prompt_len)
         for c in levels:
             results.append(run_http_level(target, model, texts, max_tokens, c, c * requests_per_stream, key))
             console.print(_line(results[-1]))
@@ -164,22 +163,17 @@ def _line(r) -> str:
             f"{r.per_stream_tok_s:.1f} per stream, TTFT p50 {r.ttft_p50_ms:.0f} ms")
 
 
-def _url_prompts(url: str, model: str, key: str | None, n: int, prompt_len: int) -> list[str]:
-    """Prompts for a served model, cut with its own tokenizer (read from the artifact the server names)."""
-    import httpx
+def _url_prompts(tokenizer_dir: Path | None, n: int, prompt_len: int) -> list[str]:
+    """Prompts for a served model, cut with its tokenizer (the server does not expose its artifact's path)."""
     from transformers import AutoTokenizer
 
     from ..bench.gen_prompts import benchmark_prompts
+    from ..errors import ConfigError
 
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    listing = httpx.get(url.rstrip("/") + "/v1/models", headers=headers, timeout=30).json()
-    entry = next((m for m in listing.get("data", []) if m.get("id") == model), None)
-    source = (entry or {}).get("source")
-    if not source:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"The server at {url} does not serve '{model}' (or does not say where it came from).")
-    return benchmark_prompts(n, prompt_len, AutoTokenizer.from_pretrained(source))
+    if tokenizer_dir is None:
+        raise ConfigError("With a URL, pass --tokenizer DIR (the served artifact, or any directory with its tokenizer) "
+                          "so the prompts are cut to --prompt-len tokens of that model.")
+    return benchmark_prompts(n, prompt_len, AutoTokenizer.from_pretrained(tokenizer_dir))
 
 
 def _peers(compare: str, artifact: Path, texts: list[str], max_tokens: int, levels: list[int], console) -> list:
