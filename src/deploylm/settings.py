@@ -124,3 +124,9 @@ def decoder_transposed_linears() -> bool:
     """$DEPLOYLM_DECODER_TRANSPOSED: fp32 decoder linears with [in, out] weights (runtime/decoder_linear.py);
     on by default, "0" keeps transformers' nn.Linear (the benchmark's ablation)."""
     return os.environ.get("DEPLOYLM_DECODER_TRANSPOSED", "1").lower() not in ("0", "false", "no")
+
+
+def decoder_fast_path() -> bool:
+    """$DEPLOYLM_DECODER_FAST_PATH: Llama-shaped decoders run the lean forward of runtime/decoder_fastpath.py
+    (fused projections, fewer ops per layer); on by default, "0" runs transformers' forward (the ablation)."""
+    return os.environ.get("DEPLOYLM_DECODER_FAST_PATH", "1").lower() not in ("0", "false", "no")

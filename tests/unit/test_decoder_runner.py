@@ -130,3 +130,16 @@ def test_logits_match_full_forward(tiny, chunk):
         part = ids[start:start + chunk]
         got = r.step(StepBatch([SeqChunk(1, part, start, True)]))[0]
         torch.testing.assert_close(got, want[start + len(part) - 1], atol=1e-4, rtol=1e-4)
+
+
+def test_llama_shaped_models_take_the_lean_forward_and_others_do_not(tiny, monkeypatch):
+    """The lean forward (fused projections) runs Llama and Qwen2; Gemma3's extra norms keep transformers' forward.
+    Parity with `generate` for both kinds is what the tests above check."""
+    arch, path, tok, expected = tiny
+    runner = _runner(path, tok)
+    assert (runner._lean is not None) == (arch in ("llama", "qwen2")), arch
+    if runner._lean is not None:
+        attn = runner.model.model.layers[0].self_attn
+        assert not hasattr(attn, "q_proj") and hasattr(attn, "qkv_proj")  # fused, the parts dropped
+    monkeypatch.setenv("DEPLOYLM_DECODER_FAST_PATH", "0")
+    assert _runner(path, tok)._lean is None

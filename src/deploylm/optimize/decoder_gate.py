@@ -4,7 +4,9 @@ with its fp32 parent on this machine, both as transformers models:
 - perplexity on held-out text: the first N unique contexts of SQuAD v1.1 dev in file order (Wikipedia
   paragraphs), each cut into windows of the model's context or 512 tokens, token-weighted mean NLL;
 - greedy-token agreement: a fixed prompt set, N new tokens each, EOS ignored so both sides make as many;
-- decode speed: tokens/s of a greedy batch-1 loop over a DynamicCache, parent and variant in alternating rounds.
+- decode speed: tokens/s of greedy batch-1 decoding through the decoder runner the server uses (so a variant is
+  judged on the kernels it will be served with: a bf16 model that is fast in a plain transformers loop can still
+  be slow in the runner), parent and variant in alternating rounds.
 
 The agreement decodes are the first speed rounds (round r decodes prompt r mod prompts), so no token is
 generated only to be timed. torch and transformers are imported inside functions: options are plain data.
@@ -122,22 +124,22 @@ def perplexity(model, tokenizer, texts: list[str], window: int) -> dict:
             "top1": top1}
 
 
-def greedy_decode(model, prompt_ids: list[int], new_tokens: int) -> tuple[list[int], float]:
-    """(new token ids, seconds of the decode steps after the prefill): batch 1, argmax, EOS ignored."""
-    import torch
-    from transformers import DynamicCache
+def greedy_decode(runner, prompt_ids: list[int], new_tokens: int) -> tuple[list[int], float]:
+    """(new token ids, seconds of the decode steps after the prefill): batch 1, argmax, EOS ignored, through the
+    decoder runner the server runs (its kernels, fused layers, KV slabs and thread count), one step per token."""
+    from ..generation.types import SeqChunk, StepBatch
 
-    with torch.inference_mode():
-        cache = DynamicCache(config=model.config)
-        out = model(input_ids=torch.tensor([prompt_ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
-        token = out.logits[0, -1].argmax()
-        ids = [int(token)]
-        t0 = time.perf_counter()
-        for _ in range(new_tokens - 1):
-            out = model(input_ids=token.view(1, 1), past_key_values=cache, use_cache=True, logits_to_keep=1)
-            token = out.logits[0, -1].argmax()
-            ids.append(int(token))
-        return ids, time.perf_counter() - t0
+    seq = 1
+    logits = runner.step(StepBatch([SeqChunk(seq, list(prompt_ids), 0, True)],
+                                   reserve={seq: len(prompt_ids) + new_tokens}))
+    ids = [int(logits[0].argmax())]
+    t0 = time.perf_counter()
+    for i in range(new_tokens - 1):
+        logits = runner.step(StepBatch([SeqChunk(seq, [ids[-1]], len(prompt_ids) + i, True)]))
+        ids.append(int(logits[0].argmax()))
+    seconds = time.perf_counter() - t0
+    runner.step(StepBatch([], free=[seq]))
+    return ids, seconds
 
 
 def agreement(parent_runs: list[list[int]], variant_runs: list[list[int]]) -> dict:
@@ -153,27 +155,30 @@ def agreement(parent_runs: list[list[int]], variant_runs: list[list[int]]) -> di
             "first_divergence": divergence, "identical_prompts": sum(d is None for d in divergence)}
 
 
-def decode_rounds(models: dict, prompt_ids: list[list[int]], new_tokens: int, rounds: int) -> dict:
+def decode_rounds(runners: dict, prompt_ids: list[list[int]], new_tokens: int, rounds: int) -> dict:
     """Alternating-order rounds (ABBA); round r decodes prompt r mod len(prompts) on every model.
     Returns the tokens of each model's first pass over the prompts and tokens/s per round."""
-    for model in models.values():  # warm-up: allocator, kernels' packing caches; not counted
-        greedy_decode(model, prompt_ids[0], 4)
-    tokens = {k: [] for k in models}
-    speed = {k: [] for k in models}
+    for runner in runners.values():  # warm-up: allocator, kernels' packing caches; not counted
+        greedy_decode(runner, prompt_ids[0], 4)
+    tokens = {k: [] for k in runners}
+    speed = {k: [] for k in runners}
     for r in range(rounds):
-        order = list(models) if r % 2 == 0 else list(reversed(models))
+        order = list(runners) if r % 2 == 0 else list(reversed(runners))
         for key in order:
-            ids, seconds = greedy_decode(models[key], prompt_ids[r % len(prompt_ids)], new_tokens)
+            ids, seconds = greedy_decode(runners[key], prompt_ids[r % len(prompt_ids)], new_tokens)
             if r < len(prompt_ids):
                 tokens[key].append(ids)
             speed[key].append((new_tokens - 1) / seconds)
     return {"tokens": tokens, "tokens_per_s": speed}
 
 
-def run_decoder_gate(parent, variant, tokenizer, opts: DecoderGateOptions) -> dict:
-    """Measure variant against parent (both transformers causal LMs, eval mode); the gate record."""
+def run_decoder_gate(parent, variant, tokenizer, opts: DecoderGateOptions, backend: str = "variant") -> dict:
+    """Measure variant against parent (both transformers causal LMs, eval mode); the gate record. Perplexity
+    uses transformers' forward; agreement and speed then wrap both models in decoder runners (which fuse and
+    re-lay their linears in place: the models are the gate's to consume)."""
     import torch
 
+    from ..runtime.decoder_runner import TorchDecoderRunner
     from ..settings import num_threads
 
     torch.set_num_threads(num_threads())
@@ -184,7 +189,9 @@ def run_decoder_gate(parent, variant, tokenizer, opts: DecoderGateOptions) -> di
     ppl_v = perplexity(variant, tokenizer, texts, opts.window)
     t1 = time.perf_counter()
     prompt_ids = [tokenizer(p)["input_ids"] for p in PROMPTS[:opts.prompts]]
-    runs = decode_rounds({"parent": parent, "variant": variant}, prompt_ids, opts.new_tokens,
+    runners = {"parent": TorchDecoderRunner(parent, "fp32", tokenizer),
+               "variant": TorchDecoderRunner(variant, backend, tokenizer)}
+    runs = decode_rounds(runners, prompt_ids, opts.new_tokens,
                          max(opts.rounds, opts.prompts))
     t2 = time.perf_counter()
     tps = runs["tokens_per_s"]
@@ -200,7 +207,8 @@ def run_decoder_gate(parent, variant, tokenizer, opts: DecoderGateOptions) -> di
                        "top1_agreement": round(same_top1, 4)},  # same next-token prediction on the parent's text
         "greedy": {"prompts": len(prompt_ids), "new_tokens": opts.new_tokens,
                    **agreement(runs["tokens"]["parent"], runs["tokens"]["variant"])},
-        "speed": {"batch_size": 1, "rounds": len(ratios), "new_tokens": opts.new_tokens, "threads": num_threads(),
+        "speed": {"batch_size": 1, "path": "deploylm's decoder runner, as served (one step per token)",
+                  "rounds": len(ratios), "new_tokens": opts.new_tokens, "threads": num_threads(),
                   "parent_tokens_per_s": round(statistics.median(tps["parent"]), 2),
                   "variant_tokens_per_s": round(statistics.median(tps["variant"]), 2),
                   "ratio_median": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),

@@ -103,7 +103,8 @@ def quantize_decoder(parent: Artifact, output: str | Path, method: str, gate: De
         info = HANDLERS[method](parent, staging)
         variant = _load_variant(staging, method)
         built = time.perf_counter() - t0
-        record = run_decoder_gate(_load_fp32(parent.path), variant, AutoTokenizer.from_pretrained(parent.path), gate)
+        record = run_decoder_gate(_load_fp32(parent.path), variant, AutoTokenizer.from_pretrained(parent.path), gate,
+                                  backend=method)
         record["seconds"]["build_and_load"] = round(built, 1)
         judge_decoder(record, gate, f"the {method} variant of {parent.path}")
         ppl, greedy = record["perplexity"], record["greedy"]

@@ -1,7 +1,8 @@
 """Weight-only int8 for decoders: every nn.Linear becomes an Int8Linear holding per-output-channel symmetric int8
-weights (one fp32 scale per row) run by fbgemm's int8 GEMM (`torch.ops.quantized.linear_dynamic`). The embedding
-table, norms and biases stay fp32; a head tied to the embedding gets its own int8 copy and the table keeps serving
-lookups.
+weights (one bf16-exact fp32 scale per row). A call with many rows (a prompt, a large decode batch) runs fbgemm's
+int8 GEMM (`torch.ops.quantized.linear_dynamic`); a call with a few rows runs torch's weight-only int8 kernel on
+the same int8 weights (see PLAIN_KERNEL_MAX_ROWS). The embedding table, norms and biases stay fp32; a head tied
+to the embedding gets its own int8 copy and the table keeps serving lookups.
 
 fbgemm multiplies int8 weights with uint8 activations, which it quantises itself per tensor from the tensor's
 min and max. Three things keep that from costing accuracy (measured on SmolLM2, perplexity on SQuAD contexts):
@@ -44,6 +45,13 @@ FORMAT_TAG = "deploylm-weight-int8/1"
 # than chosen per CPU, so that a variant computes the same numbers everywhere as where its gate measured it.
 WEIGHT_MAX = 64
 REDUCE_RANGE = False
+# A decode step has one row (token) per sequence. For a few rows, torch's weight-only int8 kernel
+# (`torch._weight_int8pack_mm`: int8 weights, bf16 activations, fp32 accumulation) beats fbgemm, whose fixed cost
+# per call (quantising the activations, repacking them) dominates a matrix-vector product; from a few rows on, or
+# for a matrix as large as an LM head, fbgemm's int8 GEMM wins (both measured in benchmarks/generate.py's
+# ablation). The same int8 weights and scales feed both, so a row computes nearly the same numbers either way.
+PLAIN_KERNEL_MAX_ROWS = 4
+PLAIN_KERNEL_MAX_OUT = 8192
 MAX_ROTATION_BLOCK = 64  # H stays 16 KiB (cache-resident); larger blocks add compute for little gain
 CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(17))  # 1.0 .. 0.6 of a row's largest magnitude
 _TINY = 1e-30
@@ -97,7 +105,8 @@ def quantize_weight(weight: torch.Tensor, rows_per_chunk: int = 4096) -> tuple[t
         amax = torch.where(amax > 0, amax, torch.ones_like(amax))  # an all-zero row: any scale > 0
         best_q, best_s, best_err = None, None, None
         for ratio in CLIP_RATIOS:
-            scale = amax * ratio / WEIGHT_MAX
+            # bf16-exact: the plain kernel takes bf16 scales, so rounding them there must change nothing
+            scale = (amax * ratio / WEIGHT_MAX).to(torch.bfloat16).float()
             q = torch.round(w / scale).clamp_(-WEIGHT_MAX, WEIGHT_MAX)
             err = (q * scale - w).square_().sum(dim=1, keepdim=True)
             if best_q is None:
@@ -125,6 +134,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.tied_to: str | None = None  # the fp32 tensor this layer's weight was copied from, if shared
         self._packed = None
+        self._plain = self._plain_scale = None
 
     @classmethod
     def from_float(cls, linear: nn.Linear) -> "Int8Linear":
@@ -152,6 +162,11 @@ class Int8Linear(nn.Module):
             raise ArtifactError(f"int8 weight values outside -{WEIGHT_MAX}..{WEIGHT_MAX} would overflow fbgemm's int16 "
                                 "sums on CPUs without VNNI; this is not a deploylm weight-int8 tensor.")
         zeros = torch.zeros(self.out_features, dtype=torch.long)
+        # The plain kernel reads K in steps of 16 (other widths give wrong sums) and large matrices run faster
+        # on fbgemm even for one row: see PLAIN_KERNEL_MAX_ROWS.
+        use_plain = self.in_features % 16 == 0 and self.out_features <= PLAIN_KERNEL_MAX_OUT
+        self._plain = weight_int8.contiguous() if use_plain else None
+        self._plain_scale = scale.to(torch.bfloat16) if use_plain else None
         with _fbgemm():
             q = torch._make_per_channel_quantized_tensor(weight_int8.contiguous(), scale.double(), zeros, 0)
             # The bias is added after the per-token rescaling in forward, so none is packed.
@@ -164,7 +179,9 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = rotate(x.reshape(-1, self.in_features).float(), self.rotation_block)  # [tokens, in]
-        if rows.shape[0] == 1:
+        if self._plain is not None and rows.shape[0] <= PLAIN_KERNEL_MAX_ROWS:
+            y = torch._weight_int8pack_mm(rows.to(torch.bfloat16), self._plain, self._plain_scale).float()
+        elif rows.shape[0] == 1:
             y = torch.ops.quantized.linear_dynamic(rows, self._packed, REDUCE_RANGE)
         else:
             amax = rows.abs().amax(dim=1, keepdim=True).clamp_min_(_TINY)  # [tokens, 1]
@@ -229,7 +246,7 @@ def int8_summary(model: nn.Module) -> dict:
     fp32 = {n: t for n, t in model.state_dict().items()
             if not n.endswith((".weight_int8", ".weight_scale")) and t.is_floating_point()}
     return {
-        "kernel": "fbgemm torch.ops.quantized.linear_dynamic",
+        "kernel": "fbgemm torch.ops.quantized.linear_dynamic (rows above plain_kernel.max_rows)",
         "weights": f"int8 levels -{WEIGHT_MAX}..{WEIGHT_MAX}, symmetric, one fp32 scale per output channel "
                    "(least-squares clipping)",
         "rotation": "inputs times a block-diagonal Hadamard matrix, weights stored as W H",
@@ -240,7 +257,12 @@ def int8_summary(model: nn.Module) -> dict:
         "int8_linears": sorted(int8),
         "tied_copies": {n: m.tied_to for n, m in sorted(int8.items()) if m.tied_to},
         "fp32_tensors": sorted(fp32),
+        "plain_kernel": {"kernel": "torch._weight_int8pack_mm (bf16 activations)",
+                         "max_rows": PLAIN_KERNEL_MAX_ROWS, "linears": sum(m._plain is not None for m in int8.values()),
+                         "note": "these linears keep their int8 weights twice in memory: fbgemm's packed form "
+                                 "and the plain rows this kernel reads"},
         "bytes": {"int8_weights": int8_bytes, "fp32_scales": scale_bytes,
+                  "int8_plain_copies": sum(m.in_features * m.out_features for m in int8.values() if m._plain is not None),
                   "fp32_other": sum(t.numel() * t.element_size() for t in fp32.values())},
     }
 

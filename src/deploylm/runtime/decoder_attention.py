@@ -81,8 +81,10 @@ def slab_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.
         mask = deploylm_layout.mask(s, n, lo, sliding_window, query.dtype)
         if mask is not None:
             mask = mask.repeat(groups, 1)
-        att = F.scaled_dot_product_attention(q, kv[0, :, lo:end], kv[1, :, lo:end], attn_mask=mask, scale=scaling)
-        out[0, o:o + n] = att.reshape(heads, n, dim).transpose(0, 1)
+        # 4-D inputs: torch's CPU flash kernel takes them (3-D ones fall back to the slower reference kernel).
+        att = F.scaled_dot_product_attention(q[None], kv[None, 0, :, lo:end], kv[None, 1, :, lo:end],
+                                             attn_mask=mask, scale=scaling)
+        out[0, o:o + n] = att[0].reshape(heads, n, dim).transpose(0, 1)
     return out, None
 
 

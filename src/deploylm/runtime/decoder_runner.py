@@ -71,6 +71,7 @@ class TorchDecoderRunner:
     def __init__(self, model, backend: str = "fp32", tokenizer=None, max_context: int | None = None,
                  threads: int | None = None, transposed_linears: bool | None = None):
         from .. import settings
+        from .decoder_fastpath import fast_path_for
         from .decoder_linear import transpose_linears
 
         register()
@@ -85,6 +86,8 @@ class TorchDecoderRunner:
         self.num_layers = cfg.num_hidden_layers
         self.kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        # Fuses projections in place, so before the linears are transposed; None: transformers' forward runs.
+        self._lean = fast_path_for(model) if settings.decoder_fast_path() else None
         if transposed_linears if transposed_linears is not None else settings.decoder_transposed_linears():
             transpose_linears(model)
         self.dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
@@ -160,6 +163,9 @@ class TorchDecoderRunner:
             if chunk.sample:
                 keep.append(len(ids) - 1)
         layout = StepLayout(segments)
+        if self._lean is not None:
+            return self._lean(torch.tensor(ids), torch.tensor(positions), torch.tensor(keep, dtype=torch.long),
+                              layout).float()
         out = self.model(input_ids=torch.tensor([ids]), position_ids=torch.tensor([positions]), use_cache=False,
                          logits_to_keep=torch.tensor(keep, dtype=torch.long), deploylm_layout=layout)
         return out.logits[0].float()
