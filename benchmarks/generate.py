@@ -53,11 +53,13 @@ def variants() -> dict[str, Path]:
     return out
 
 
-def engine_levels(art: Path, levels: list[int], prompt_len: int, max_tokens: int, per_stream: int = 1) -> list[dict]:
+def engine_levels(art: Path, levels: list[int], prompt_len: int, max_tokens: int, per_stream: int = 1,
+                  env: dict | None = None) -> list[dict]:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         sh([str(ROOT / ".venv" / "bin" / "deploylm"), "bench-generate", str(art), "--concurrency",
             ",".join(map(str, levels)), "--prompt-len", str(prompt_len), "--max-tokens", str(max_tokens),
-            "--requests-per-stream", str(per_stream), "--output", f.name], stdout=subprocess.DEVNULL)
+            "--requests-per-stream", str(per_stream), "--output", f.name], stdout=subprocess.DEVNULL,
+           env={**os.environ, **(env or {})})
         return json.loads(Path(f.name).read_text())
 
 
@@ -197,6 +199,9 @@ def main() -> int:
     mt, fp32 = args.max_tokens, arts["fp32"]
     systems = {
         "deploylm-weight-int8": lambda: engine_levels(arts["weight-int8"], levels, args.prompt_len, mt),
+        # ablation: the same artifact through transformers' forward instead of the lean one (decoder_fastpath.py)
+        "deploylm-weight-int8-hf-forward": lambda: engine_levels(arts["weight-int8"], [1, 16], args.prompt_len, mt,
+                                                                 env={"DEPLOYLM_DECODER_FAST_PATH": "0"}),
         "deploylm-fp32": lambda: (engine_levels(fp32, [1], args.prompt_len, mt, per_stream=4)
                                   + engine_levels(fp32, [16], args.prompt_len, mt)),
         "deploylm-bf16": lambda: engine_levels(arts["bf16"], [1], args.prompt_len, mt),

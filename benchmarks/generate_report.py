@@ -50,6 +50,9 @@ TARGETS = [  # (what, numerator, denominator, threshold, kind) kind "ratio": >= 
      ("deploylm-weight-int8", 16, "aggregate_tok_s"), ("llama-cpp", 16, "aggregate_tok_s"), 2.0, "ratio"),
     ("16 streams vs our own single stream (weight-int8, aggregate)", ("deploylm-weight-int8", 16, "aggregate_tok_s"),
      ("deploylm-weight-int8", 1, "aggregate_tok_s"), 6.0, "ratio"),
+    ("ablation: lean forward vs transformers' forward (weight-int8, one stream)",
+     ("deploylm-weight-int8", 1, "per_stream_tok_s"), ("deploylm-weight-int8-hf-forward", 1, "per_stream_tok_s"), 1.0,
+     "ratio"),
     ("16 streams over HTTP (openai client) vs the engine's own (weight-int8)",
      ("deploylm-http-int8", 16, "aggregate_tok_s"), ("deploylm-weight-int8", 16, "aggregate_tok_s"), 0.85, "ratio"),
 ]

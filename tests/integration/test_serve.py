@@ -222,6 +222,18 @@ def test_binary_oip_with_invalid_utf8_and_lying_lengths(server):
     good_request_works(server)
 
 
+@pytest.mark.parametrize("size", ['"8"', "8.5", "true", "-1", "999"])
+def test_binary_data_size_that_is_not_a_byte_count_in_the_body_is_400(server, size):
+    """Review bug: a non-integer binary_data_size reached int() unchecked and answered 500."""
+    header = ('{"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": '
+              + size + '}}]}').encode()
+    body = header + (4).to_bytes(4, "little") + b"abcd"
+    with server.client(headers={**AUTH, "Inference-Header-Content-Length": str(len(header))}) as c:
+        r = c.post("/v2/models/cls/infer", content=body)
+    assert r.status_code == 400 and "binary_data_size" in r.json()["error"], r.text
+    good_request_works(server)
+
+
 def test_grpc_bad_input_gets_invalid_argument(server):
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException

@@ -2,7 +2,7 @@
 
 Why by hand: at one token per sequence a decoder's linears are matrix-vector products that only stream weights.
 On this project's CPU, torch's `F.linear` (weight [out, in]) runs them markedly slower than `x @ w_t` on the same
-weights laid out [in, out] (benchmarks/generate.py measures both as an ablation); the transposed copy costs no
+weights laid out [in, out] (benchmarks/decoder_kernels.py times both per shape); the transposed copy costs no
 extra memory since the original weight is dropped (only a tied LM head keeps the embedding it shares).
 """
 

@@ -278,7 +278,11 @@ def _parse_infer(body: bytes, headers) -> tuple[dict, list[str], list[str], dict
     count = oip.check_input_tensor(tensor.get("name"), tensor.get("datatype"), tensor.get("shape"), len(inputs))
     params = tensor.get("parameters") or {}
     if "binary_data_size" in params:
-        elements = oip.split_bytes_tensor(body[cut: cut + int(params["binary_data_size"])], count)
+        size = params["binary_data_size"]
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= len(body) - cut:
+            raise RequestError(f"Input parameter binary_data_size must be an integer byte count from 0 to the "
+                               f"{len(body) - cut} bytes after the JSON header; got {size!r}.", 400)
+        elements = oip.split_bytes_tensor(body[cut: cut + size], count)
     else:
         data = tensor.get("data")
         if not isinstance(data, list):
