@@ -45,6 +45,12 @@ def _rpc(method):
         except asyncio.CancelledError:
             status = 499
             raise
+        except grpc.aio.AbortError:  # the method aborted the call itself, with its own code
+            status = 500
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: INTERNAL to the client, 500 in the metrics, keep serving
+            status = 500
+            await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
         finally:
             if name not in _OPEN_METHODS:
                 asked = getattr(request, "model_name", "") or getattr(request, "name", "")
