@@ -190,6 +190,35 @@ def test_abort_by_request_id(tokenizer):
     assert [rows for rows, _ in runner.calls] == [1]
 
 
+def test_two_clients_with_the_same_request_id_do_not_collide(tokenizer):
+    """Review bug: in-flight requests were keyed by the client's id, so a second request with the same id replaced
+    the first in the registry (the first could no longer be found, nor unregistered correctly)."""
+    engine, runner, _ = make_engine(tokenizer, max_wait_ms=1)
+
+    async def scenario():
+        first = await _hold_runner(engine, runner)
+        a = asyncio.ensure_future(engine.submit("m", ["client a"], request_id="dup"))
+        b = asyncio.ensure_future(engine.submit("m", ["client b"], request_id="dup"))
+        while engine.get("m").batcher.queue_depth() < 2:  # a and b both queued behind the held request
+            await asyncio.sleep(0.001)
+        aborted = engine.abort("dup")
+        runner.gate.set()
+        await first
+        outcomes = []
+        for fut in (a, b):
+            try:
+                await fut
+                outcomes.append("answered")
+            except asyncio.CancelledError:
+                outcomes.append("cancelled")
+        return aborted, outcomes
+
+    aborted, outcomes = asyncio.run(scenario())
+    engine.close()
+    assert aborted is True and outcomes == ["cancelled", "cancelled"]
+    assert [rows for rows, _ in runner.calls] == [1]  # only the held request was computed
+
+
 def test_runner_exception_fails_that_batch_with_500_and_engine_keeps_serving(tokenizer):
     engine, runner, _ = make_engine(tokenizer, max_wait_ms=1)
     runner.fail = True

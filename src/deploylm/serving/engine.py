@@ -228,10 +228,10 @@ class Engine:
             features, aux = model.task.encode(texts, model.tokenizer, model.max_length)
         loop = asyncio.get_running_loop()
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        req = Request(features, aux, loop.create_future(), loop, time.monotonic() + timeout,
-                      id=request_id or f"req-{next(self._ids)}")
+        key = f"req-{next(self._ids)}"  # ours: client-chosen ids need not be unique
+        req = Request(features, aux, loop.create_future(), loop, time.monotonic() + timeout, id=request_id or key)
         model.batcher.enqueue(req)
-        self._inflight[req.id] = req
+        self._inflight[key] = req
         # Deadline and disconnect cancel the request's future directly (callbacks, not wait_for/wait:
         # those wrap it in extra tasks on every request, measurable at batch-1 latency).
         expired = []
@@ -252,14 +252,13 @@ class Engine:
             timer.cancel()
             if gone is not None:
                 gone.remove_done_callback(on_gone)
-            self._inflight.pop(req.id, None)
+            self._inflight.pop(key, None)
 
     def abort(self, request_id: str) -> bool:
-        """Drop a request that has not been computed yet. True if it was still pending."""
-        req = self._inflight.get(request_id)
-        if req is None or req.future.done():
-            return False
-        return req.future.cancel()
+        """Drop every not-yet-computed request submitted with this id (clients choose ids, so several may share
+        one). True if any was still pending."""
+        pending = [r for r in list(self._inflight.values()) if r.id == request_id and not r.future.done()]
+        return any([r.future.cancel() for r in pending])
 
 
 def _warm_up_decoder(generator) -> None:
