@@ -313,3 +313,16 @@ def test_serve_names_with_versions():
         model_names(ServeConfig(["a", "b"], ["sst2", "sst2:1"]))  # no version given means 1
     with pytest.raises(ConfigError, match="NAME:VERSION"):
         model_names(ServeConfig(["a"], ["sst2:v 2"]))
+
+
+def test_adding_a_model_while_the_event_loop_iterates_the_models_is_safe(tokenizer):
+    """Review bug: models are added on a loader thread while /metrics and readiness iterate the same dicts on the
+    event loop; an add between two steps of an iteration raised 'dictionary changed size during iteration'."""
+    engine, _, _ = make_engine(tokenizer, max_wait_ms=1)
+    models, versions = iter(engine.models.values()), iter(engine._versions.items())
+    next(models), next(versions)
+    engine.add(ServedModel("m2", get_task("classification"), tokenizer, FakeRunner(), ["even", "odd"], 64),
+               warmup=False)
+    assert list(models) == [] and list(versions) == []  # the readers finish over what they started with
+    assert sorted(engine.models) == ["m2:1", "m:1"] and engine.names() == ["m", "m2"]
+    engine.close()

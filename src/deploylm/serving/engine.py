@@ -111,9 +111,11 @@ class Engine:
         """Register a loaded model, warm it up, start its batcher; it is ready only after this."""
         if model.key in self.models:
             raise ConfigError(f"Two models are served as '{model.key}'. Give each a distinct --name NAME[:VERSION].")
-        self.models[model.key] = model
-        self._versions[model.name] = sorted([*self._versions.get(model.name, []), model],
-                                            key=lambda m: version_order(m.version))
+        # Copy-on-write: add() runs on a loader thread while the event loop iterates these dicts (/metrics,
+        # readiness, listings); swapping in new dicts means no reader ever sees one change size under it.
+        self.models = {**self.models, model.key: model}
+        self._versions = {**self._versions, model.name: sorted([*self._versions.get(model.name, []), model],
+                                                               key=lambda m: version_order(m.version))}
         if model.is_decoder:
             if self.metrics is not None and hasattr(self.metrics, "decoder_observer"):
                 model.generator.observer = self.metrics.decoder_observer(model.name, model.version)

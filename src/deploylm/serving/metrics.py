@@ -49,7 +49,7 @@ class ServerMetrics:
 
     def decoder_observer(self, name: str, version: str) -> "DecoderObserver":
         observer = DecoderObserver(self, name, version)
-        self._observers.append(observer)
+        self._observers = [*self._observers, observer]  # copy-on-write: render() iterates it on the event loop
         return observer
 
     def observe_request(self, model: str, version: str, protocol: str, status: int, seconds: float) -> None:
