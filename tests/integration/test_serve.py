@@ -222,6 +222,17 @@ def test_binary_oip_with_invalid_utf8_and_lying_lengths(server):
     good_request_works(server)
 
 
+def test_wrong_method_is_405_with_allow(server):
+    """Review bug: 405 answers carried no Allow header."""
+    with server.client(headers=auth()) as c:
+        r = c.get("/v1/models/cls/predict")
+        listing = c.delete("/v1/models")
+    assert r.status_code == 405 and r.headers.get("allow") == "POST", r.headers
+    assert listing.status_code == 405 and listing.headers.get("allow") == "GET"
+    assert "error" in r.json()
+    good_request_works(server)
+
+
 @pytest.mark.parametrize("size", ['"8"', "8.5", "true", "-1", "999"])
 def test_binary_data_size_that_is_not_a_byte_count_in_the_body_is_400(server, size):
     """Review bug: a non-integer binary_data_size reached int() unchecked and answered 500."""

@@ -176,7 +176,9 @@ def create_app(engine, metrics, limits, generation_timeout_s: float = 600.0) -> 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail))
+        response = _error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405 (RFC 9110 requires it)
+        return response
 
     # ---- task endpoints --------------------------------------------------------------------
     @app.get("/v1/models", tags=["v1"], summary="Served models (OpenAI list format)")
