@@ -29,60 +29,68 @@ SHAPES = {"qkv": (576, 960), "o": (576, 576), "gate_up": (576, 3072), "down": (1
 ROWS = (1, 2, 4, 8, 16)
 
 
-def _time_call(fn, calls: int) -> float:
-    fn()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
+LAYERS = 30  # SmolLM2-135M: each kernel reads 30 distinct copies of a matrix, as a decode step does
 
 
-def kernels(k: int, n: int) -> dict:
+def _weights(k: int, n: int, seed: int) -> dict:
+    """One matrix in each kernel's layout (same values)."""
     from deploylm.optimize.weight_int8 import Int8Linear
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     linear = nn.Linear(k, n, bias=False)
     int8 = Int8Linear.from_float(linear)
-    w_t = linear.weight.detach().t().contiguous()
-    plain, scale = int8._plain, int8._plain_scale
-    if plain is None:  # too large for the plain path in deploylm: time it anyway, on the same int8 weights
-        plain, s = int8.int8_weight()
-        scale = s.to(torch.bfloat16)
-    packed = int8._packed
+    plain, s = int8.int8_weight()
+    return {"w": linear.weight.detach(), "w_t": linear.weight.detach().t().contiguous(), "packed": int8._packed,
+            "plain": plain.contiguous(), "scale": s.to(torch.bfloat16)}
 
-    return {
-        "fp32 F.linear [out, in]": lambda x: torch.nn.functional.linear(x, linear.weight),
-        "fp32 x @ w_t [in, out]": lambda x: x @ w_t,
-        "int8 fbgemm": lambda x: torch.ops.quantized.linear_dynamic(x, packed, False),
-        "int8 weight-only (torch._weight_int8pack_mm)":
-            lambda x: torch._weight_int8pack_mm(x.to(torch.bfloat16), plain, scale).float(),
-    }
+
+KERNELS = {
+    "fp32 F.linear [out, in]": lambda x, m: torch.nn.functional.linear(x, m["w"]),
+    "fp32 x @ w_t [in, out]": lambda x, m: x @ m["w_t"],
+    "int8 fbgemm": lambda x, m: torch.ops.quantized.linear_dynamic(x, m["packed"], False),
+    "int8 weight-only (torch._weight_int8pack_mm)":
+        lambda x, m: torch._weight_int8pack_mm(x.to(torch.bfloat16), m["plain"], m["scale"]).float(),
+}
+
+
+def step_times(kernel: str, layers: list[dict], head: dict, rows: int) -> dict[str, float]:
+    """One simulated decode step with `kernel`: every layer's matrices in order, then the head, each call timed;
+    median µs per matrix kind. The weights come from memory, not cache, as in a real step."""
+    fn, times = KERNELS[kernel], {}
+    xs = {name: torch.randn(rows, k) for name, (k, _) in SHAPES.items()}
+    for layer in layers + [head]:
+        for name, mats in layer.items():
+            t0 = time.perf_counter()
+            fn(xs[name], mats)
+            times.setdefault(name, []).append((time.perf_counter() - t0) * 1e6)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--calls", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     from deploylm.machine import machine_info
 
     torch.set_num_threads(args.threads)
-    table = {name: kernels(*shape) for name, shape in SHAPES.items()}
+    body = {n: s for n, s in SHAPES.items() if n != "lm_head"}
+    layers = [{name: _weights(k, n, seed=i * 10 + j) for j, (name, (k, n)) in enumerate(body.items())}
+              for i in range(LAYERS)]
+    head = {"lm_head": _weights(*SHAPES["lm_head"], seed=999)}
     samples: dict[str, list[float]] = {}
     with torch.inference_mode():
+        for kernel in KERNELS:  # warm-up: first calls allocate and pack
+            step_times(kernel, layers[:2], head, 1)
         for r in range(args.rounds):
-            for name, fns in table.items():
-                order = list(fns) if r % 2 == 0 else list(reversed(fns))
-                for rows in ROWS:
-                    x = torch.randn(rows, SHAPES[name][0])
-                    for kernel in order:
-                        key = f"{name}|{rows}|{kernel}"
-                        samples.setdefault(key, []).append(_time_call(lambda: fns[kernel](x), args.calls))
+            order = list(KERNELS) if r % 2 == 0 else list(reversed(KERNELS))
+            for rows in ROWS:
+                for kernel in order:
+                    for name, us in step_times(kernel, layers, head, rows).items():
+                        samples.setdefault(f"{name}|{rows}|{kernel}", []).append(us)
             print(f"round {r + 1}/{args.rounds} done", flush=True)
-    doc = {"machine": machine_info(), "args": vars(args), "shapes": SHAPES, "samples_us": samples}
+    doc = {"machine": machine_info(), "args": {**vars(args), "calls": LAYERS}, "shapes": SHAPES,
+           "samples_us": samples}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "decoder_kernels.json").write_text(json.dumps(doc, indent=1, default=str))
     (RESULTS / "decoder_kernels.md").write_text(report(doc))
@@ -95,8 +103,10 @@ def report(doc: dict) -> str:
     lines = ["## Decoder linear kernels (SmolLM2-135M shapes)", "",
              f"Command: `python benchmarks/decoder_kernels.py --rounds {doc['args']['rounds']} --threads "
              f"{doc['args']['threads']}`. Machine: {m.get('cpu', '?')}, {doc['args']['threads']} threads. "
-             "Median µs per call over rounds (each round: median of "
-             f"{doc['args']['calls']} calls), [min–max] of the rounds; the fastest kernel of each row in bold.", "",
+             "Each round simulates decode steps: every kernel reads 30 distinct copies of each matrix "
+             "(one per layer, so weights come from memory as in a real step; the LM head once). Median µs per call "
+             "over rounds (each round: the median over the 30 layers), [min–max] of the rounds; the fastest kernel "
+             "of each row in bold.", "",
              "| matrix (in→out) | rows | " + " | ".join(kernels_) + " |",
              "|---|---|" + "---|" * len(kernels_)]
     for name, (k, n) in doc["shapes"].items():

@@ -61,20 +61,21 @@ TARGETS = [  # (what, numerator, denominator, threshold, kind) kind "ratio": >= 
 NOTES = """
 ### What this says
 
-- Met: greedy parity with `generate` (alone and inside a batch of 16), prefix caching's TTFT gain, the HTTP
-  transport's aggregate against the engine's own. The weight-int8 gate's perplexity increase is under 2 % (its
-  manifest, above).
-- Not met: every speed ratio against llama.cpp and transformers. The deploylm runner reaches a small share of the
-  bandwidth ceiling at one stream: the step runs transformers' own modules op by op (per layer: norms, rotary,
-  projections, attention per sequence), and the per-op overhead on these 2 cores is of the order of the whole
-  int8 weight read. The int8 kernels themselves are several times faster than fp32 per matrix
-  (`optimize/weight_int8.py`), so the next step is fewer, larger ops per layer (fused QKV and gate/up, the
-  rotation shared by linears that read the same input, a compiled decode step), not a new kernel.
-- bf16 is slow in the engine: this CPU (AMD EPYC, AVX2, no AVX-512 BF16/VNNI — not the CPU the project notes
-  describe) has no native bf16, and torch's bf16 GEMM loses at the batched shapes the engine runs. Its gate, which
-  measures a batch-1 `generate`-style loop, passed it; the engine figures above are the ones to trust.
-- Rounds: the script ran 2 rounds in this session (a third did not fit); a neighbour slowed parts of round 1, which
-  the [min–max] columns show.
+- Met: greedy parity with `generate` (alone and inside a batch of 16), prefix caching's TTFT gain. The
+  weight-int8 gate's perplexity increase is under 2 % (its manifest, above).
+- Not met: the speed ratios against llama.cpp and transformers, and the 16-stream scaling. Since the previous run
+  the Llama-shaped lean forward (`runtime/decoder_fastpath.py`: fused q/k/v and gate/up, fewer ops per layer)
+  and torch's weight-only int8 kernel for few-row steps moved weight-int8 from 0.18x (previous run, another host) to the single-stream ratio
+  above, and 16 streams from 0.42x; the ablation row (same artifact, transformers' forward) isolates the lean
+  forward's share.
+- Where the rest goes, measured in one process after this run: the same weight-int8 runner steps at one stream
+  take about 1.6x longer on a second thread than on the thread that loaded the model (62-71 ms vs 105-128 ms
+  per step; two OpenMP teams on two cores stop spinning between ops), and the engine steps on its own thread.
+  Loading and stepping on one compute thread, as the encoder runner already does, is the next change; then
+  batched decode attention (today one SDPA call per sequence per layer).
+- The host was slower and noisier in this session than in the previous one (memory bandwidth per round in the
+  roofline table), which the [min–max] columns show; ratios within a round are what the targets use.
+- Rounds: 2 (a third did not fit the session).
 """
 
 

@@ -9,8 +9,14 @@ from deploylm.train.finetune import finetune
 
 pytestmark = pytest.mark.realmodel
 DATA = settings.data_dir()
-needs_data = pytest.mark.skipif(DATA is None or not (DATA / "sst2").is_dir(),
-                                reason="datasets not found: set DEPLOYLM_DATA_DIR (see ../shared/ASSETS.md)")
+
+
+@pytest.fixture(autouse=True)
+def _datasets_present():
+    """Missing data fails these tests (a skip would let CI pass without them having run)."""
+    if DATA is None or not (DATA / "sst2").is_dir() or not (DATA / "conll2003").is_dir():
+        pytest.fail("datasets not found: set DEPLOYLM_DATA_DIR to the folder holding sst2/ and conll2003/ "
+                    "(see ../shared/ASSETS.md)", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +26,6 @@ def sentiment(tmp_path_factory):
     return finetune(cfg, tmp_path_factory.mktemp("real") / "sst2")
 
 
-@needs_data
 def test_minilm_learns_sentiment_from_a_small_slice(sentiment):
     art = sentiment
     # 200 balanced-ish dev sentences: chance is ~0.5; 150 steps of fine-tuning reach well above it
@@ -30,7 +35,6 @@ def test_minilm_learns_sentiment_from_a_small_slice(sentiment):
     assert [p["label"] for p in preds] == ["positive", "negative"]
 
 
-@needs_data
 def test_minilm_ner_returns_spans_from_raw_text(tmp_path):
     cfg = FinetuneConfig(model="minilm-l6", task="token-classification", data="conll2003", max_train_samples=1200,
                          max_eval_samples=200, epochs=2, learning_rate=1e-4, batch_size=16, max_length=64)
@@ -42,7 +46,6 @@ def test_minilm_ner_returns_spans_from_raw_text(tmp_path):
     assert all(text[e["start"]:e["end"]] == e["text"] for e in ents)
 
 
-@needs_data
 def test_int8_of_the_real_model_keeps_its_accuracy(sentiment, tmp_path):
     """Export + ORT dynamic int8 of a really fine-tuned MiniLM: parity against torch on real text, and the
     gate's dev-set delta within the default 1 point (speed is measured by the gate, not asserted here)."""

@@ -48,10 +48,11 @@ REDUCE_RANGE = False
 # A decode step has one row (token) per sequence. For a few rows, torch's weight-only int8 kernel
 # (`torch._weight_int8pack_mm`: int8 weights, bf16 activations, fp32 accumulation) beats fbgemm, whose fixed cost
 # per call (quantising the activations, repacking them) dominates a matrix-vector product; from a few rows on, or
-# for a matrix as large as an LM head, fbgemm's int8 GEMM wins (benchmarks/decoder_kernels.py times both per
-# shape and row count). The same int8 weights and scales feed both, so a row computes nearly the same numbers either way.
-PLAIN_KERNEL_MAX_ROWS = 4
-PLAIN_KERNEL_MAX_OUT = 8192
+# for a matrix with many outputs (a fused gate/up, an LM head), fbgemm's int8 GEMM wins (benchmarks/
+# decoder_kernels.py times both per shape and row count, weights read from memory as in a real step). The same
+# int8 weights and scales feed both, so a row computes nearly the same numbers either way.
+PLAIN_KERNEL_MAX_ROWS = 2
+PLAIN_KERNEL_MAX_OUT = 2048
 MAX_ROTATION_BLOCK = 64  # H stays 16 KiB (cache-resident); larger blocks add compute for little gain
 CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(17))  # 1.0 .. 0.6 of a row's largest magnitude
 _TINY = 1e-30
