@@ -68,11 +68,13 @@ NOTES = """
   and torch's weight-only int8 kernel for few-row steps moved weight-int8 from 0.18x (previous run, another host) to the single-stream ratio
   above, and 16 streams from 0.42x; the ablation row (same artifact, transformers' forward) isolates the lean
   forward's share.
-- Where the rest goes, measured in one process after this run: the same weight-int8 runner steps at one stream
-  take about 1.6x longer on a second thread than on the thread that loaded the model (62-71 ms vs 105-128 ms
-  per step; two OpenMP teams on two cores stop spinning between ops), and the engine steps on its own thread.
-  Loading and stepping on one compute thread, as the encoder runner already does, is the next change; then
-  batched decode attention (today one SDPA call per sequence per layer).
+- Where the rest goes, measured in one process after this run (`python benchmarks/decoder_thread_ab.py
+  runs/bench/smollm2-weight-int8`): weight-int8 runner steps at one stream on the thread that loaded the model vs
+  on a second thread (the engine steps on its own thread). With the kernel thresholds this run used: 62-71 vs
+  105-128 ms per step; rerun with the final thresholds (PLAIN_KERNEL_MAX_ROWS 2, MAX_OUT 2048): 75.6 / 61.5 vs
+  77.7 / 83.8 ms per round, a smaller gap and not in every round. Stepping on the loading thread (one OpenMP
+  team), as the encoder runner already does, is the next thing to try and measure; then batched decode attention
+  (today one SDPA call per sequence per layer).
 - The host was slower and noisier in this session than in the previous one (memory bandwidth per round in the
   roofline table), which the [min–max] columns show; ratios within a round are what the targets use.
 - Rounds: 2 (a third did not fit the session).
