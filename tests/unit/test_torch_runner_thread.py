@@ -1,5 +1,5 @@
 """Every torch forward of the process runs on one compute thread, whichever thread calls run()
-(why: runtime/torch_runner.py, _compute_thread)."""
+(why: runtime/compute.py)."""
 
 import threading
 from concurrent.futures import ThreadPoolExecutor

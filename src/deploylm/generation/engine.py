@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 import torch
 
 from ..errors import RequestError
+from ..runtime.compute import run_on_compute
 from .detokenize import IncrementalDetokenizer, StopMatcher
 from .sampler import Sampler, SeqSampling
 from .scheduler import FINISHED, Scheduler, SchedulerConfig, Seq
@@ -129,7 +130,8 @@ class DecoderEngine:
                 self._wake.wait(timeout=0.5)
                 self._wake.clear()
                 continue
-            self.step()
+            # The whole step (forward and sampling) on the process's one torch thread: runtime/compute.py.
+            run_on_compute(self.step)
 
     def _drain_inbox(self) -> None:
         while True:

@@ -20,6 +20,7 @@ from typing import Callable
 
 from ..artifacts import MANIFEST, Artifact, check_output, create_artifact
 from ..errors import ConfigError
+from ..runtime.compute import run_on_compute
 from .decoder_gate import DecoderGateOptions, judge_decoder, run_decoder_gate, squad_file
 
 DECODER_TASK = "text-generation"
@@ -86,11 +87,22 @@ def _load_variant(path: Path, method: str):
     return load_causal_lm(path, method)  # exactly how the decoder runner will load the artifact
 
 
+def _build_and_gate(parent: Artifact, staging: Path, method: str, gate: DecoderGateOptions) -> tuple[dict, dict]:
+    from transformers import AutoTokenizer
+
+    t0 = time.perf_counter()
+    info = HANDLERS[method](parent, staging)
+    variant = _load_variant(staging, method)
+    built = time.perf_counter() - t0
+    record = run_decoder_gate(_load_fp32(parent.path), variant, AutoTokenizer.from_pretrained(parent.path), gate,
+                              backend=method)
+    record["seconds"]["build_and_load"] = round(built, 1)
+    return info, record
+
+
 def quantize_decoder(parent: Artifact, output: str | Path, method: str, gate: DecoderGateOptions | None = None,
                      backend: str | None = None, overwrite: bool = False) -> Artifact:
     """A gated weight-only variant of the fp32 decoder artifact `parent`, written to `output`."""
-    from transformers import AutoTokenizer
-
     check_decoder_method(method, backend)
     _check_parent(parent)
     gate = gate or DecoderGateOptions()
@@ -99,13 +111,8 @@ def quantize_decoder(parent: Artifact, output: str | Path, method: str, gate: De
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
-        t0 = time.perf_counter()
-        info = HANDLERS[method](parent, staging)
-        variant = _load_variant(staging, method)
-        built = time.perf_counter() - t0
-        record = run_decoder_gate(_load_fp32(parent.path), variant, AutoTokenizer.from_pretrained(parent.path), gate,
-                                  backend=method)
-        record["seconds"]["build_and_load"] = round(built, 1)
+        # Built and gated on the thread the variant's steps are timed on (one OpenMP team: runtime/compute.py).
+        info, record = run_on_compute(_build_and_gate, parent, staging, method, gate)
         judge_decoder(record, gate, f"the {method} variant of {parent.path}")
         ppl, greedy = record["perplexity"], record["greedy"]
         metrics = {f"{Path(ppl['data']).parent.name}:dev-contexts": {

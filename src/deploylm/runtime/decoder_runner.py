@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ArtifactError, BackendUnavailableError
 from ..generation.types import StepBatch
+from .compute import run_on_compute, set_threads
 from .decoder_attention import ATTN_IMPLEMENTATION, Segment, StepLayout, register
 
 BACKENDS = ("fp32", "bf16", "weight-int8")
@@ -103,6 +104,11 @@ class TorchDecoderRunner:
 
     @classmethod
     def from_artifact(cls, artifact, backend: str | None = None, max_context: int | None = None):
+        """Loaded on the compute thread, where its steps will run (one OpenMP team: runtime/compute.py)."""
+        return run_on_compute(cls._load, artifact, backend, max_context)
+
+    @classmethod
+    def _load(cls, artifact, backend: str | None, max_context: int | None):
         from transformers import AutoTokenizer
 
         backend = backend or artifact_backend(artifact.manifest)
@@ -132,10 +138,12 @@ class TorchDecoderRunner:
         return seq_id in self._slabs
 
     # -- step ----------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def step(self, batch: StepBatch) -> torch.Tensor:
-        if torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
+        return run_on_compute(self._step, batch)
+
+    @torch.inference_mode()
+    def _step(self, batch: StepBatch) -> torch.Tensor:
+        set_threads(self.threads)
         for seq_id in batch.free:
             self._slabs.pop(seq_id, None)
         for seq_id, capacity in batch.reserve.items():
