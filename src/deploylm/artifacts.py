@@ -158,6 +158,34 @@ def check_output(output: str | Path, overwrite: bool) -> Path:
     return out
 
 
+def work_dir(out: Path, kind: str) -> Path:
+    """A hidden sibling of `out` for in-progress work (`kind`: tmp, old, staging), named after this process so
+    that a later run can tell the leftovers of a killed one (`clear_leftovers`) from a live writer's."""
+    return out.parent / f".{out.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clear_leftovers(out: Path) -> None:
+    """Remove the work directories of writers of `out` that were killed (kill -9 runs no cleanup); a live
+    writer's stay. Never touches `out` itself: a whole artifact is only ever replaced by a rename."""
+    if not out.parent.is_dir():
+        return
+    for item in out.parent.glob(f".{out.name}.*-*-*"):
+        kind, _, rest = item.name[len(out.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("tmp", "old", "staging") and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(item, ignore_errors=True)
+
+
 def create_artifact(
     output: str | Path,
     write_files: Callable[[Path], None],
@@ -176,7 +204,8 @@ def create_artifact(
     """Build an artifact in a temporary sibling directory, then rename it into place."""
     out = check_output(output, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    clear_leftovers(out)
+    tmp = work_dir(out, "tmp")
     tmp.mkdir()
     try:
         write_files(tmp)
@@ -203,7 +232,7 @@ def create_artifact(
         }
         _write_json_atomic(tmp / MANIFEST, manifest)
         if out.exists():  # --overwrite: move the old one aside first so a crash keeps one whole copy
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            old = work_dir(out, "old")
             os.rename(out, old)
             os.rename(tmp, out)
             shutil.rmtree(old, ignore_errors=True)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from ..artifacts import MANIFEST, Artifact, check_output, create_artifact
+from ..artifacts import MANIFEST, Artifact, check_output, clear_leftovers, create_artifact, work_dir
 from ..errors import ConfigError
 from ..runtime.compute import run_on_compute
 from .decoder_gate import DecoderGateOptions, judge_decoder, run_decoder_gate, squad_file
@@ -108,7 +107,8 @@ def quantize_decoder(parent: Artifact, output: str | Path, method: str, gate: De
     gate = gate or DecoderGateOptions()
     out = check_output(output, overwrite)
     squad_file(gate.data)  # a missing dataset fails before minutes of work
-    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    clear_leftovers(out)
+    staging = work_dir(out, "staging")
     staging.mkdir(parents=True)
     try:
         # Built and gated on the thread the variant's steps are timed on (one OpenMP team: runtime/compute.py).

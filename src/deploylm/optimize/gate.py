@@ -11,12 +11,11 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..artifacts import MANIFEST, Artifact, check_output, create_artifact
+from ..artifacts import MANIFEST, Artifact, check_output, clear_leftovers, create_artifact, work_dir
 from ..errors import ConfigError, GateError
 from .common import task_data
 
@@ -130,7 +129,8 @@ def build_gated_variant(parent: Artifact, output, write_files: Callable[[Path], 
 
     out = check_output(output, overwrite)
     task_data(parent, gate.data)  # fail on a missing dataset before minutes of export work
-    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    clear_leftovers(out)
+    staging = work_dir(out, "staging")
     staging.mkdir(parents=True)
     try:
         info = write_files(staging) or {}
