@@ -306,6 +306,7 @@ def test_overload_beyond_queue_is_refused_quickly_and_disconnects_are_dropped(se
     refused = [(t, r) for s, t, r in results if s == 429]
     assert set(statuses) <= {200, 429} and refused and statuses.count(200) >= 4
     assert "overloaded" in refused[0][1].json()["error"]
+    assert all(r.headers.get("retry-after") == "1" for _, r in refused)  # serving/status.py: 429 says when
 
     async def leave_early():  # clients that give up while their request waits in the queue
         async with httpx.AsyncClient(base_url=server.http, headers=auth(), timeout=0.05) as c:

@@ -59,3 +59,17 @@ def test_unexpected_and_known_errors_get_their_code_and_metric_status(error, cod
         asyncio.run(service.ModelInfer(_Request(), context))
     assert context.aborted[0] == code
     assert service.metrics.statuses == [("grpc", status)]
+
+
+def test_every_status_the_server_answers_has_one_grpc_code_and_retry_advice():
+    from deploylm.serving import status
+
+    assert status.grpc_code(404) == grpc.StatusCode.NOT_FOUND
+    assert status.grpc_code(429) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status.grpc_code(504) == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert status.grpc_code(502) == grpc.StatusCode.INTERNAL  # an unlisted server error is still a server error
+    assert status.grpc_code(418) == grpc.StatusCode.UNKNOWN
+    assert status.http_headers(429) == {"Retry-After": "1"} and status.http_headers(503) == {"Retry-After": "1"}
+    assert status.http_headers(400) is None and status.http_headers(504) is None
+    assert status.http_status(RequestError("x", 413)) == 413 and status.http_status(KeyError("k")) == 500
+    assert status.message(KeyError("k")) == "Internal error: KeyError: 'k'"

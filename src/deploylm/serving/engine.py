@@ -16,11 +16,11 @@ from typing import Any, Sequence
 from ..errors import ConfigError, RequestError
 from .batcher import BatchConfig, Batcher, Request
 from .limits import Limits
+from .status import CLIENT_GONE
 
 # Texts totalling more characters than this are tokenized in a worker thread, so that one big request
 # does not stall the event loop (small ones are faster inline than a thread hop).
 _INLINE_ENCODE_CHARS = 4096
-CLIENT_GONE = 499  # nginx's convention for "client closed the request"
 
 
 @dataclass

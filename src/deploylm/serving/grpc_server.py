@@ -1,7 +1,7 @@
 """gRPC transport: the Open Inference Protocol v2 `inference.GRPCInferenceService` (grpc.aio).
 
 Runs on the same event loop and the same Engine as the REST app. Thin: protobuf tensors -> texts ->
-engine.submit -> protobuf tensors. RequestError.status (HTTP) maps to a gRPC code in _GRPC_CODES.
+engine.submit -> protobuf tensors. RequestError.status (HTTP) maps to a gRPC code in serving/status.py.
 """
 
 from __future__ import annotations
@@ -16,15 +16,10 @@ import grpc
 from .. import __version__
 from ..errors import ConfigError, RequestError
 from . import oip
+from .status import CLIENT_GONE, grpc_code, http_status, message
 from .proto import open_inference_pb2 as pb
 from .proto import open_inference_pb2_grpc as pb_grpc
 
-_GRPC_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED, 404: grpc.StatusCode.NOT_FOUND,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    499: grpc.StatusCode.CANCELLED, 500: grpc.StatusCode.INTERNAL, 503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 _OPEN_METHODS = {"ServerLive", "ServerReady"}  # health: no API key
 
 
@@ -41,16 +36,16 @@ def _rpc(method):
             return await method(self, request, context)
         except RequestError as exc:
             status = exc.status
-            await context.abort(_GRPC_CODES.get(exc.status, grpc.StatusCode.UNKNOWN), str(exc))
+            await context.abort(grpc_code(status), str(exc))
         except asyncio.CancelledError:
-            status = 499
+            status = CLIENT_GONE
             raise
         except grpc.aio.AbortError:  # the method aborted the call itself, with its own code
             status = 500
             raise
         except Exception as exc:  # noqa: BLE001 - a bug: INTERNAL to the client, 500 in the metrics, keep serving
-            status = 500
-            await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+            status = http_status(exc)
+            await context.abort(grpc_code(status), message(exc))
         finally:
             if name not in _OPEN_METHODS:
                 asked = getattr(request, "model_name", "") or getattr(request, "name", "")

@@ -1,7 +1,7 @@
 """REST transport (FastAPI): task endpoints (/v1), Open Inference Protocol v2 (/v2), /metrics.
 
 Thin by design: parse the wire format, call engine.submit, shape the answer. Every error is a
-RequestError whose .status is the HTTP status, mapped to {"error": message} in one handler below.
+RequestError whose .status is the HTTP status (serving/status.py), answered as {"error": message}.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import RequestError
 from . import oip
-from .engine import CLIENT_GONE
+from .status import CLIENT_GONE, http_headers
 
 PREDICT_PATH = re.compile(r"/v1/models/([^/]+)(?:/versions/([^/]+))?/predict")  # matched whole, see Guard
 OPEN_PATHS = ("/v2/health/", "/metrics")  # no API key: probes and scrapers
@@ -34,8 +34,9 @@ class PredictRequest(BaseModel):
                               examples=[["a gripping, beautifully acted film"]])
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, text: str) -> JSONResponse:
+    """The OIP/task routes' error body; status and headers as serving/status.py says."""
+    return JSONResponse({"error": text}, status_code=status, headers=http_headers(status))
 
 
 class Guard:

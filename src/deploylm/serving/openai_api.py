@@ -23,10 +23,9 @@ from fastapi.routing import APIRoute
 from .. import __version__
 from ..errors import RequestError
 from . import openai_schemas as S
-from .engine import CLIENT_GONE
+from .status import CLIENT_GONE, http_headers
 
 CHAT_PATH, COMPLETIONS_PATH = "/v1/chat/completions", "/v1/completions"
-RETRY_AFTER_S = 1  # what a refused client is told to wait: the queue moves every engine step
 _INLINE_CHARS = 4096  # longer prompts are tokenised in a worker thread, not on the event loop
 _FIELDS = {CHAT_PATH: set(S.ChatCompletionRequest.model_fields) | {"prompt"},
            COMPLETIONS_PATH: set(S.CompletionRequest.model_fields)}
@@ -57,8 +56,7 @@ def error_doc(status: int, message: str, param: str | None = None, code: str | N
 
 
 def openai_error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 429 else None
-    return JSONResponse(error_doc(status, message, param, code), status_code=status, headers=headers)
+    return JSONResponse(error_doc(status, message, param, code), status_code=status, headers=http_headers(status))
 
 
 def error_response(exc: Exception, path: str) -> JSONResponse:

@@ -1,0 +1,41 @@
+"""Errors to wire status, in one place: every transport (REST, OIP v2, the OpenAI routes, gRPC) asks here.
+
+A RequestError carries the HTTP status it means; anything else that escapes a handler is a bug in deploylm and
+answers 500 (gRPC INTERNAL), and the server keeps serving. The body's shape is each protocol's own (OIP's
+{"error": message}, OpenAI's error object, a gRPC status message); the status and the retry advice are not.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from ..errors import RequestError
+
+CLIENT_GONE = 499  # nginx's convention for "client closed the request"; never sent, only counted
+RETRY_AFTER_S = 1  # what a refused client is told to wait: queues move every batch or engine step
+RETRYABLE = (429, 503)
+
+GRPC_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED, 404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED, 499: grpc.StatusCode.CANCELLED, 500: grpc.StatusCode.INTERNAL,
+    503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def http_status(exc: BaseException) -> int:
+    return exc.status if isinstance(exc, RequestError) else 500
+
+
+def message(exc: BaseException) -> str:
+    """What the client reads: the RequestError's own words, or the bug's type and text for anything else."""
+    return str(exc) if isinstance(exc, RequestError) else f"Internal error: {type(exc).__name__}: {exc}"
+
+
+def grpc_code(status: int) -> grpc.StatusCode:
+    return GRPC_CODES.get(status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.UNKNOWN)
+
+
+def http_headers(status: int) -> dict[str, str] | None:
+    """Retry-After on every answer that asks the client to come back (429 queue full, 503 not ready)."""
+    return {"Retry-After": str(RETRY_AFTER_S)} if status in RETRYABLE else None
