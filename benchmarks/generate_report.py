@@ -63,21 +63,24 @@ NOTES = """
 
 - Met: greedy parity with `generate` (alone and inside a batch of 16), prefix caching's TTFT gain. The
   weight-int8 gate's perplexity increase is under 2 % (its manifest, above).
-- Not met: the speed ratios against llama.cpp and transformers, and the 16-stream scaling. Since the previous run
-  the Llama-shaped lean forward (`runtime/decoder_fastpath.py`: fused q/k/v and gate/up, fewer ops per layer)
-  and torch's weight-only int8 kernel for few-row steps moved weight-int8 from 0.18x (previous run, another host) to the single-stream ratio
-  above, and 16 streams from 0.42x; the ablation row (same artifact, transformers' forward) isolates the lean
-  forward's share.
-- Where the rest goes, measured in one process after this run (`python benchmarks/decoder_thread_ab.py
-  runs/bench/smollm2-weight-int8`): weight-int8 runner steps at one stream on the thread that loaded the model vs
-  on a second thread (the engine steps on its own thread). With the kernel thresholds this run used: 62-71 vs
-  105-128 ms per step; rerun with the final thresholds (PLAIN_KERNEL_MAX_ROWS 2, MAX_OUT 2048): 75.6 / 61.5 vs
-  77.7 / 83.8 ms per round, a smaller gap and not in every round. Stepping on the loading thread (one OpenMP
-  team), as the encoder runner already does, is the next thing to try and measure; then batched decode attention
-  (today one SDPA call per sequence per layer).
-- The host was slower and noisier in this session than in the previous one (memory bandwidth per round in the
-  roofline table), which the [min–max] columns show; ratios within a round are what the targets use.
-- Rounds: 2 (a third did not fit the session).
+- Not met: the speed ratios against llama.cpp and transformers, the 16-stream scaling, HTTP at 16 streams (met in
+  one round of three) and HTTP TTFT within 5 ms (+9.9 ms median, from +88 ms in the previous run).
+- What changed since the previous run: every torch op of a process now runs on one compute thread
+  (`runtime/compute.py`): the decoder's load, its steps and the engine's sampling. libgomp gives each thread that
+  starts a parallel region its own team of workers and stops spinning between regions once the process holds
+  more OpenMP threads than CPUs, so a model loaded on one thread and stepped on the engine's thread paid a futex
+  wake-up per op. Measured in one process on this host (`python benchmarks/decoder_thread_ab.py`, weight-int8, one
+  stream): 13.0 / 20.2 ms per step on the loading thread vs 52.9 / 45.2 ms on a second thread before the change;
+  13.4-17.5 ms from either thread after it. This is what moved weight-int8 from 0.26x to 0.49x llama.cpp at one
+  stream, 16 streams from 0.78x to 1.01x, fp32 from 0.96x to 1.18x `generate`, and HTTP TTFT from +88 ms to +9.9 ms.
+  The host also changed (AVX-512 VNNI and BF16 this time; memory bandwidth about 4x the previous session's), so
+  absolute figures of every system, llama.cpp's included, are higher; the ratios are within-round.
+- Where the rest goes (torch profiler, same host): at one stream a step is ~15 ms, of which the int8 matrix
+  products are about half and the rest is the fixed cost of thousands of small eager ops (views, casts, norms, rotary); llama.cpp's whole step is
+  7.7 ms. At 16 streams (~68 ms a step) decode attention is about 40 %: one SDPA call per sequence per layer
+  (480 per step, ~40 us each, mostly fixed cost), because each sequence's KV lives in its own slab and a
+  batched call would first have to copy every sequence's KV (about 190 MB a step at 256 tokens of context).
+  A ragged decode-attention kernel that reads the slabs in place is the next step for the 16-stream targets.
 """
 
 

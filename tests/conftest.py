@@ -20,6 +20,15 @@ def minilm_dir() -> Path:
     return Path(resolve_model("minilm-l6").location)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _library_logs_in_tmp(tmp_path_factory):
+    """CLI runs (in-process and subprocesses) write their library-warning logs under pytest's tmp, not the repo."""
+    os.environ["DEPLOYLM_LOG_DIR"] = str(tmp_path_factory.mktemp("deploylm-logs"))
+
+
+HEAD_SCALE = 10.0  # tiny classifier heads: see build_tiny_artifact
+
+
 def build_tiny_artifact(out: Path, task: str = "classification", labels=None, seed: int = 0, max_length: int = 64,
                         attn: str = "eager"):
     """A real deploylm artifact holding a random 2-layer BERT (hidden 32) with the MiniLM tokenizer."""
@@ -35,11 +44,14 @@ def build_tiny_artifact(out: Path, task: str = "classification", labels=None, se
     tok = AutoTokenizer.from_pretrained(minilm_dir())
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128, num_labels=len(labels),
+                     initializer_range=0.2,  # with HEAD_SCALE: logit gaps of a few units, so parity has decisions
                      id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
     import transformers
 
     auto = getattr(transformers, get_task(task).auto_model)
     model = auto.from_config(cfg, attn_implementation=attn).eval()
+    with torch.no_grad():  # logits of a few units, not hundredths: parity checks need clearly decided positions
+        model.classifier.weight.mul_(HEAD_SCALE)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
@@ -47,6 +59,22 @@ def build_tiny_artifact(out: Path, task: str = "classification", labels=None, se
 
     return create_artifact(out, write, stage="finetune", config={"tiny": True, "seed": seed}, parent=None,
                            task=task, labels=list(labels), max_length=max_length)
+
+
+def reference_predictions(artifact_path, texts: list[str]) -> list[tuple[str, float]]:
+    """(label, top softmax score) per text from a plain transformers forward of a classification artifact: what
+    every served or CLI prediction of it must equal (computed without deploylm's runtime)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(artifact_path)
+    model = AutoModelForSequenceClassification.from_pretrained(artifact_path).eval()
+    out = []
+    with torch.inference_mode():
+        for text in texts:
+            probs = model(**tok(text, return_tensors="pt")).logits[0].softmax(-1)
+            out.append((model.config.id2label[int(probs.argmax())], float(probs.max())))
+    return out
 
 
 @pytest.fixture(scope="session")

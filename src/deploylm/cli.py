@@ -167,9 +167,34 @@ def _register_plugins() -> None:
 _register_plugins()
 
 
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "--verbose", help="show library warnings and logs (default: "
+                                                                      "written to a log file named at the end)")):
+    if verbose:
+        import os
+
+        os.environ["DEPLOYLM_VERBOSE"] = "1"
+
+
+def _command_name(argv: list[str]) -> str:
+    names = [a for a in argv[1:] if not a.startswith("-")]
+    return names[0] if names else "deploylm"
+
+
 def main() -> None:
+    from . import settings
+    from .quiet import library_noise_to
+
+    verbose = settings.verbose() or "--verbose" in sys.argv[1:2]
+    path = None if verbose else settings.log_file(_command_name(sys.argv))
     try:
-        app()
+        with library_noise_to(path) as noise:
+            try:
+                app()
+            finally:
+                if noise[0]:
+                    err.print(f"[dim]{noise[0]} library warnings/log lines written to {path} (--verbose shows them)[/]",
+                              highlight=False)
     except DeployLMError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

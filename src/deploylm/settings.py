@@ -130,3 +130,15 @@ def decoder_fast_path() -> bool:
     """$DEPLOYLM_DECODER_FAST_PATH: Llama-shaped decoders run the lean forward of runtime/decoder_fastpath.py
     (fused projections, fewer ops per layer); on by default, "0" runs transformers' forward (the ablation)."""
     return os.environ.get("DEPLOYLM_DECODER_FAST_PATH", "1").lower() not in ("0", "false", "no")
+
+
+def verbose() -> bool:
+    """$DEPLOYLM_VERBOSE=1 (or `deploylm --verbose`): library warnings and logs reach the terminal."""
+    return os.environ.get("DEPLOYLM_VERBOSE", "0").lower() in ("1", "true", "yes")
+
+
+def log_file(command: str) -> Path:
+    """Where a command's library warnings go: $DEPLOYLM_LOG_DIR, else .deploylm-logs/ in the working
+    directory (one file per command, overwritten by its next run)."""
+    env = os.environ.get("DEPLOYLM_LOG_DIR")
+    return (Path(env).expanduser() if env else Path.cwd() / ".deploylm-logs") / f"{command}.log"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import reference_predictions
 
 pytestmark = pytest.mark.e2e
 DEPLOYLM = [sys.executable, "-m", "deploylm.cli"]
@@ -49,7 +50,8 @@ def test_finetune_predict_eval_inspect_pipeline(tiny_cls, sst2_dir, tmp_path):
     res = run("predict", out, "a great and moving film 3", "--json")
     assert res.returncode == 0, res.stderr
     pred = json.loads(res.stdout)
-    assert pred[0]["label"] in ("0", "1") and 0.5 <= pred[0]["score"] <= 1.0
+    ((label, score),) = reference_predictions(out, ["a great and moving film 3"])
+    assert pred[0]["label"] == label and pred[0]["score"] == pytest.approx(score, abs=1e-5)
 
     res = run("eval", out, "--data", sst2_dir, "--split", "train")
     assert res.returncode == 0, res.stderr
@@ -127,3 +129,24 @@ def test_tampered_artifact_is_refused(tiny_cls, tmp_path):
     weights.write_bytes(weights.read_bytes()[:-100])
     for cmd in (["predict", copy, "hello"], ["inspect", copy]):
         assert_clean_error(run(*cmd), "checksum", "model.safetensors")
+
+
+def test_library_noise_goes_to_a_log_file_unless_verbose(tmp_path):
+    from conftest import build_tiny_artifact
+
+    art = build_tiny_artifact(tmp_path / "cls", labels=["0", "1"], seed=4)
+    data = tmp_path / "sst2mini"
+    data.mkdir()
+    rows = ["sentence\tlabel"] + [f"{'good fun' if i % 2 else 'dull mess'} {i}\t{i % 2}" for i in range(32)]
+    for split in ("train", "dev"):
+        (data / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    logs = tmp_path / "logs"
+    args = ["export", art.path, "--data", data, "--allow-slower", "--max-metric-drop", "100"]
+    quiet = run(*args, "--output", tmp_path / "q", env={"DEPLOYLM_LOG_DIR": str(logs)})
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    logged = (logs / "export.log").read_text()
+    assert "Warning" in logged  # torch's exporter warns; the warnings went to the file ...
+    assert "Warning" not in quiet.stderr and str(logs / "export.log") in " ".join(quiet.stderr.split())  # ... named
+    loud = run("--verbose", *args, "--output", tmp_path / "v", env={"DEPLOYLM_LOG_DIR": str(logs)})
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    assert "Warning" in loud.stderr

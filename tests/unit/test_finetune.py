@@ -5,6 +5,8 @@ import json
 import pytest
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 
+from conftest import reference_predictions
+
 from deploylm.artifacts import Artifact
 from deploylm.config import FinetuneConfig
 from deploylm.errors import ArtifactError, ConfigError
@@ -24,7 +26,10 @@ def test_finetune_writes_a_loadable_artifact_with_lineage(tiny_cls, sst2_dir, tm
     assert m["stage"] == "finetune" and m["task"] == "classification" and m["labels"] == ["0", "1"]
     assert m["parent"]["hash"] == tiny_cls.hash
     assert m["metrics"]["sst2mini:dev"]["samples"] == 32
-    assert 0.0 <= m["metrics"]["sst2mini:dev"]["accuracy"] <= 1.0
+    dev = [line.split("\t") for line in (sst2_dir / "dev.tsv").read_text().splitlines()[1:]]
+    preds = reference_predictions(art.path, [text for text, _ in dev])
+    right = sum(label == gold for (label, _), (_, gold) in zip(preds, dev))
+    assert m["metrics"]["sst2mini:dev"]["accuracy"] == pytest.approx(right / len(dev))
     assert m["training"]["train_samples"] == 64
     model = AutoModelForSequenceClassification.from_pretrained(art.path)  # plain transformers loads it
     assert model.config.id2label == {0: "0", 1: "1"}

@@ -8,10 +8,14 @@ from deploylm.optimize.gate import GateOptions, judge, measure_speed
 from deploylm.optimize.verify import compare, random_batches, tolerance_for
 
 
-def record(delta: float, ratio: float) -> dict:
+def record(delta: float, ratio: float, spread: float = 0.02) -> dict:
+    from deploylm.optimize.speed_verdict import summarise
+
+    ratios = [ratio - spread, ratio, ratio + spread, ratio - spread / 2, ratio + spread / 2]
     return {"metric": "accuracy", "metric_delta_points": delta, "parent": {"accuracy": 0.90},
             "variant": {"accuracy": 0.90 + delta / 100}, "samples": 872, "split": "dev", "speed_ratio": ratio,
-            "speed": {"variant_seq_per_s": 100 * ratio, "parent_seq_per_s": 100, "batch_size": 32}}
+            "speed": {"variant_seq_per_s": 100 * ratio, "parent_seq_per_s": 100, "batch_size": 32,
+                      **summarise(ratios)}}
 
 
 def test_metric_drop_beyond_limit_is_refused_with_numbers():
@@ -20,8 +24,24 @@ def test_metric_drop_beyond_limit_is_refused_with_numbers():
 
 
 def test_slower_is_refused_and_both_reasons_are_given():
-    with pytest.raises(GateError, match=r"dropped 3\.00 points.*slower than its parent .*0\.80x"):
+    with pytest.raises(GateError, match=r"dropped 3\.00 points.*slower than its parent in every one of 5 rounds"):
         judge(record(-3.0, 0.8), GateOptions(), "v")
+
+
+def test_slower_only_within_noise_is_not_refused():
+    # Median 0.95, but one round of five had the variant ahead: within this host's noise, kept.
+    judge(record(0.0, 0.95, spread=0.1), GateOptions(), "v")
+    with pytest.raises(GateError, match=r"0\.93\.\.0\.97x"):
+        judge(record(0.0, 0.95, spread=0.02), GateOptions(), "v")  # every round slower: refused
+
+
+def test_the_verdict_records_rounds_interval_and_confidence():
+    from deploylm.optimize.speed_verdict import summarise
+
+    v = summarise([1.2, 0.9, 1.1, 1.0, 1.05])
+    assert v["rounds"] == 5 and v["interval"] == [0.9, 1.2] and v["ratio_median"] == 1.05
+    assert v["interval_confidence"] == 0.9375 and v["slower"] is False
+    assert summarise([0.99, 0.8, 0.95])["slower"] is True
 
 
 def test_allow_flags_and_limits():

@@ -12,10 +12,15 @@ def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench_cmd(
         artifacts: List[Path] = typer.Argument(..., help="artifacts to measure; ratios are vs the first"),
-        data: str = typer.Option(..., help="dataset whose dev split is measured (dir or alias, e.g. sst2)"),
-        batch_sizes: str = typer.Option("1,32", help="comma-separated; 1 = latency p50/p99, >1 = throughput"),
-        seq_len: str = typer.Option("real", help="'real' (length-aware batching), a fixed width like 128, or both: real,128"),
-        rounds: int = typer.Option(1, help="interleaved rounds (fresh process per artifact per round); medians"),
+        data: Optional[str] = typer.Option(None, help="dataset whose dev split is measured (dir or alias, e.g. sst2)"),
+        config: Optional[Path] = typer.Option(None, help="YAML/JSON file with these options (a manifest's "
+                                                          "bench.DATA.config measures again the same way); flags win"),
+        batch_sizes: Optional[str] = typer.Option(None, help="comma-separated; 1 = latency p50/p99, >1 = throughput "
+                                                             "(default 1,32)"),
+        seq_len: Optional[str] = typer.Option(None, help="'real' (length-aware batching), a fixed width like 128, "
+                                                         "or both: real,128 (default real)"),
+        rounds: Optional[int] = typer.Option(None, help="interleaved rounds (fresh process per artifact per round); "
+                                                        "medians (default 1)"),
         compare_peers: bool = typer.Option(False, help="add the PyTorch fp32 source and Optimum's ORT int8 path"),
         plot: Optional[Path] = typer.Option(None, help="PNG path for throughput vs accuracy (default: beside the first artifact)"),
     ) -> None:
@@ -26,8 +31,19 @@ def register(app: typer.Typer) -> None:
         from . import report
         from .run import bench, parse_batch_sizes, parse_seqs
 
+        from ..config import load_config
+        from ..errors import ConfigError
+        from ..optimize.stages import BenchConfig
+
         err = Console(stderr=True)
-        sizes, seqs = parse_batch_sizes(batch_sizes), parse_seqs(seq_len)
+        cfg = load_config(BenchConfig, config, data=data, rounds=rounds,
+                          batch_sizes=list(parse_batch_sizes(batch_sizes)) if batch_sizes else None,
+                          seq_len=list(parse_seqs(seq_len)) if seq_len else None)
+        if cfg.data is None:
+            raise ConfigError("bench needs a dataset: pass --data DATA (a dataset dir or alias such as sst2), or a "
+                              "--config file that names one.")
+        sizes = parse_batch_sizes(",".join(map(str, cfg.batch_sizes)))
+        seqs, data, rounds = parse_seqs(",".join(cfg.seq_len)), cfg.data, cfg.rounds
         arts = [Artifact.open(a) for a in artifacts]
         peers: list = []
         if compare_peers:
@@ -39,7 +55,7 @@ def register(app: typer.Typer) -> None:
             arts = [src] + peers + [a for a in arts if a.path.resolve() != src.path.resolve()]
         envs = [PEER_ENV if a in peers else None for a in arts]
         results = bench(arts, data, sizes, seqs, rounds=rounds, progress=lambda m: err.print(f"[dim]{m}[/]"),
-                        envs=envs)
+                        envs=envs, config=cfg.model_dump(mode="json"))
         Console().print(report.table(results, seqs, sizes))
         big = max(sizes)
         png = plot or arts[0].path.parent / "bench.png"

@@ -68,8 +68,10 @@ def merge_rounds(runs: list[dict]) -> dict:
 
 def bench(artifacts: list, data: str, batch_sizes=(1, 32), seqs=("real",), rounds: int = 1,
           latency_samples: int = 200, throughput_samples: int = 512, record: bool = True, progress=None,
-          envs: list[dict | None] | None = None) -> list[dict]:
-    """envs: per artifact, extra environment for its measuring process (None: as this process has it)."""
+          envs: list[dict | None] | None = None, config: dict | None = None) -> list[dict]:
+    """envs: per artifact, extra environment for its measuring process (None: as this process has it).
+    config: the stage config (optimize/stages.py BenchConfig) recorded beside the figures, so that it can be fed
+    back to `deploylm bench --config` to measure again the same way."""
     arts = [a if isinstance(a, Artifact) else Artifact.open(a) for a in artifacts]
     envs = envs or [None] * len(arts)
     if len(envs) != len(arts):
@@ -91,6 +93,8 @@ def bench(artifacts: list, data: str, batch_sizes=(1, 32), seqs=("real",), round
         from ..machine import machine_info
 
         for art, res in zip(arts, results):
-            art.update_manifest("bench", f"{Path(data).name}", {**res, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                                   "machine": machine_info()})
+            entry = {**res, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine_info()}
+            if config is not None:
+                entry["config"] = config
+            art.update_manifest("bench", f"{Path(data).name}", entry)
     return results

@@ -37,75 +37,90 @@ def _report(art) -> None:
               f"({gate['speed']['variant_seq_per_s']} vs {gate['speed']['parent_seq_per_s']} seq/s, batch {gate['speed']['batch_size']})")
 
 
-def _gate(data, max_metric_drop, allow_metric_drop, allow_slower, max_eval_samples):
-    from .gate import GateOptions
-
-    return GateOptions(data=data, max_metric_drop=max_metric_drop, allow_metric_drop=allow_metric_drop,
-                       allow_slower=allow_slower, max_eval_samples=max_eval_samples)
-
-
-def _decoder_gate(data, max_ppl_increase, allow_ppl_increase, allow_slower, ppl_texts):
-    from .decoder_gate import DecoderGateOptions
-
-    texts = {"ppl_texts": ppl_texts} if ppl_texts is not None else {}
-    return DecoderGateOptions(data=data, max_ppl_increase=max_ppl_increase, allow_ppl_increase=allow_ppl_increase,
-                              allow_slower=allow_slower, **texts)
-
-
 ALL_TOKENS_HELP = ("classification: export the last layer for every token (default: only the first token, "
                    "the one the head reads; exact and faster)")
 DATA_HELP = "dataset for the dev-set gate (and calibration); default: the one the artifact was fine-tuned on"
+
+
+def _stage_config(cls, config: Path | None, flags: dict):
+    """The stage's config: the --config file's values, then every flag given (flags win); defaults are the
+    config class's own, defined once in optimize/stages.py."""
+    from ..config import load_config
+
+    no_fusion = flags.get("optimize") == "none"
+    cfg = load_config(cls, config, **{**flags, "optimize": None} if no_fusion else flags)
+    return cfg.model_copy(update={"optimize": None}) if no_fusion else cfg
+
+
+CONFIG_HELP = "YAML/JSON file with this stage's options (a manifest's `config` reproduces its run); flags win"
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def quantize(
         artifact: Path,
-        method: str = typer.Option(..., help="encoders: dynamic-int8 | static-int8 | bf16; decoders: weight-int8 | bf16"),
         output: Path = typer.Option(..., help="artifact directory to create"),
+        method: Optional[str] = typer.Option(None, help="encoders: dynamic-int8 | static-int8 | bf16; decoders: "
+                                                        "weight-int8 | bf16 (default dynamic-int8)"),
+        config: Optional[Path] = typer.Option(None, help=CONFIG_HELP),
         backend: Optional[str] = typer.Option(None, help="onnxruntime (int8) | torch (bf16); default per method"),
         data: Optional[str] = typer.Option(None, "--data", "--calibration-data", help=DATA_HELP),
-        calibration_samples: int = typer.Option(200, help="static-int8: training examples to calibrate on"),
-        max_metric_drop: float = typer.Option(1.0, help="refuse if the dev metric drops more (points)"),
-        allow_metric_drop: bool = typer.Option(False, help="keep the variant even if the metric drops more"),
-        allow_slower: bool = typer.Option(False, help="keep the variant even if slower than its parent"),
+        calibration_samples: Optional[int] = typer.Option(None, help="static-int8: training examples to calibrate "
+                                                                      "on (default 200)"),
+        max_metric_drop: Optional[float] = typer.Option(None, help="refuse if the dev metric drops more (points; "
+                                                                    "default 1)"),
+        allow_metric_drop: Optional[bool] = typer.Option(None, "--allow-metric-drop/--no-allow-metric-drop",
+                                                         help="keep the variant even if the metric drops more"),
+        allow_slower: Optional[bool] = typer.Option(None, "--allow-slower/--no-allow-slower",
+                                                    help="keep the variant even if slower than its parent"),
         max_eval_samples: Optional[int] = typer.Option(None, help="gate on the first N dev examples only"),
         parity_tolerance: Optional[float] = typer.Option(None, help="looser max |dlogit| than the method's default"),
-        all_tokens_last_layer: bool = typer.Option(False, help=ALL_TOKENS_HELP),
-        max_ppl_increase: float = typer.Option(2.0, help="decoders: refuse if perplexity rises more, in percent "
-                                                         "of the parent's (2 = 2 %)"),
-        allow_ppl_increase: bool = typer.Option(False, help="decoders: keep the variant even if perplexity rises more"),
+        all_tokens_last_layer: Optional[bool] = typer.Option(None, "--all-tokens-last-layer/--first-token-only",
+                                                             help=ALL_TOKENS_HELP),
+        max_ppl_increase: Optional[float] = typer.Option(None, help="decoders: refuse if perplexity rises more, in "
+                                                                     "percent of the parent's (default 2 = 2 %)"),
+        allow_ppl_increase: Optional[bool] = typer.Option(None, "--allow-ppl-increase/--no-allow-ppl-increase",
+                                                          help="decoders: keep the variant even if perplexity rises"),
         ppl_texts: Optional[int] = typer.Option(None, help="decoders: SQuAD dev contexts to measure perplexity on "
                                                           "(default 16; --data: a SQuAD-format JSON file)"),
         overwrite: bool = typer.Option(False),
     ) -> None:
         """Quantised variant of ARTIFACT, parity-checked, evaluated and benchmarked against it (the gate)."""
-        from .quantize import quantize as run
+        from ..artifacts import Artifact
+        from .stages import QuantizeConfig, _quantize
 
-        _report(run(artifact, output, method, backend=backend,
-                    gate=_gate(data, max_metric_drop, allow_metric_drop, allow_slower, max_eval_samples),
-                    calibration_samples=calibration_samples, parity_tolerance=parity_tolerance,
-                    all_tokens_last_layer=all_tokens_last_layer, overwrite=overwrite,
-                    decoder_gate=_decoder_gate(data, max_ppl_increase, allow_ppl_increase, allow_slower, ppl_texts)))
+        cfg = _stage_config(QuantizeConfig, config, dict(
+            method=method, backend=backend, data=data, calibration_samples=calibration_samples,
+            max_metric_drop=max_metric_drop, allow_metric_drop=allow_metric_drop, allow_slower=allow_slower,
+            max_eval_samples=max_eval_samples, parity_tolerance=parity_tolerance,
+            all_tokens_last_layer=all_tokens_last_layer, max_ppl_increase=max_ppl_increase,
+            allow_ppl_increase=allow_ppl_increase, ppl_texts=ppl_texts))
+        _report(_quantize(Artifact.open(artifact), cfg, output, overwrite))
 
     @app.command()
     def export(
         artifact: Path,
         output: Path = typer.Option(..., help="artifact directory to create"),
-        format: str = typer.Option("onnx", "--format", help="onnx"),
-        optimize: Optional[str] = typer.Option(None, help="O1 clean-up | O2 transformer fusions | O3 O2 + GELU approx"),
+        config: Optional[Path] = typer.Option(None, help=CONFIG_HELP),
+        format: Optional[str] = typer.Option(None, "--format", help="onnx"),
+        optimize: Optional[str] = typer.Option(None, help="O1 clean-up | O2 transformer fusions (default) | "
+                                                          "O3 O2 + GELU approx | none"),
         data: Optional[str] = typer.Option(None, help=DATA_HELP),
-        max_metric_drop: float = typer.Option(1.0),
-        allow_metric_drop: bool = typer.Option(False),
-        allow_slower: bool = typer.Option(False),
+        max_metric_drop: Optional[float] = typer.Option(None),
+        allow_metric_drop: Optional[bool] = typer.Option(None, "--allow-metric-drop/--no-allow-metric-drop"),
+        allow_slower: Optional[bool] = typer.Option(None, "--allow-slower/--no-allow-slower"),
         max_eval_samples: Optional[int] = typer.Option(None),
         parity_tolerance: Optional[float] = typer.Option(None),
-        all_tokens_last_layer: bool = typer.Option(False, help=ALL_TOKENS_HELP),
+        all_tokens_last_layer: Optional[bool] = typer.Option(None, "--all-tokens-last-layer/--first-token-only",
+                                                             help=ALL_TOKENS_HELP),
         overwrite: bool = typer.Option(False),
     ) -> None:
-        """ONNX export of ARTIFACT (dynamic batch/sequence axes), optionally fused by onnxruntime; gated."""
-        from .export_onnx import export as run
+        """ONNX export of ARTIFACT (dynamic batch/sequence axes), fused by onnxruntime (O2 unless told); gated."""
+        from ..artifacts import Artifact
+        from .stages import ExportConfig, _export
 
-        _report(run(artifact, output, fmt=format, optimize=optimize,
-                    gate=_gate(data, max_metric_drop, allow_metric_drop, allow_slower, max_eval_samples),
-                    parity_tolerance=parity_tolerance, all_tokens_last_layer=all_tokens_last_layer, overwrite=overwrite))
+        cfg = _stage_config(ExportConfig, config, dict(
+            format=format, optimize=optimize, data=data, max_metric_drop=max_metric_drop,
+            allow_metric_drop=allow_metric_drop, allow_slower=allow_slower, max_eval_samples=max_eval_samples,
+            parity_tolerance=parity_tolerance, all_tokens_last_layer=all_tokens_last_layer))
+        _report(_export(Artifact.open(artifact), cfg, output, overwrite))

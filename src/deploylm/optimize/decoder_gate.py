@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, GateError
+from .speed_verdict import summarise
 
 PROMPTS = (
     "The history of the printing press begins",
@@ -208,12 +209,9 @@ def run_decoder_gate(parent, variant, tokenizer, opts: DecoderGateOptions, backe
         "greedy": {"prompts": len(prompt_ids), "new_tokens": opts.new_tokens,
                    **agreement(runs["tokens"]["parent"], runs["tokens"]["variant"])},
         "speed": {"batch_size": 1, "path": "deploylm's decoder runner, as served (one step per token)",
-                  "rounds": len(ratios), "new_tokens": opts.new_tokens, "threads": num_threads(),
+                  "new_tokens": opts.new_tokens, "threads": num_threads(),
                   "parent_tokens_per_s": round(statistics.median(tps["parent"]), 2),
-                  "variant_tokens_per_s": round(statistics.median(tps["variant"]), 2),
-                  "ratio_median": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
-                  "ratio_max": round(max(ratios), 3), "ratios": [round(r, 3) for r in ratios],
-                  "slower_if": "every round's ratio (variant / parent tokens/s) is below 1.0"},
+                  "variant_tokens_per_s": round(statistics.median(tps["variant"]), 2), **summarise(ratios)},
         "speed_ratio": round(statistics.median(ratios), 3),
         "seconds": {"perplexity": round(t1 - t0, 1), "decode": round(t2 - t1, 1)},
         "options": asdict(opts),
@@ -221,9 +219,7 @@ def run_decoder_gate(parent, variant, tokenizer, opts: DecoderGateOptions, backe
 
 
 def is_slower(speed: dict) -> bool:
-    """Slower beyond the noise: the variant lost every round. Rounds alternate order, so a neighbour's slow
-    phase hits both sides; one round the variant wins means the difference is within what this machine's
-    noise produces, and no band constant has to be tuned to the machine."""
+    """Slower beyond the noise: see optimize/speed_verdict.py."""
     return speed["ratio_max"] < 1.0
 
 

@@ -86,6 +86,12 @@ def _load_variant(path: Path, method: str):
     return load_causal_lm(path, method)  # exactly how the decoder runner will load the artifact
 
 
+def _recorded(method: str, gate: DecoderGateOptions) -> dict:
+    from .stages import QuantizeConfig, decoder_gate_fields, recorded_config
+
+    return recorded_config(QuantizeConfig, method=method, backend="torch", **decoder_gate_fields(gate))
+
+
 def _build_and_gate(parent: Artifact, staging: Path, method: str, gate: DecoderGateOptions) -> tuple[dict, dict]:
     from transformers import AutoTokenizer
 
@@ -126,9 +132,8 @@ def quantize_decoder(parent: Artifact, output: str | Path, method: str, gate: De
 
         decoder = {**(parent.manifest.get("decoder") or {}), "weights": method}
         extra = {"method": method, "dtype": "int8" if method == "weight-int8" else "bf16", "optimization": info,
-                 "gate": record, "decoder": decoder}
-        return create_artifact(out, copy_staged, stage="quantize",
-                               config={"method": method, "backend": "torch", "gate": asdict(gate)},
+                 "gate": record, "gate_options": asdict(gate), "decoder": decoder}
+        return create_artifact(out, copy_staged, stage="quantize", config=_recorded(method, gate),
                                parent=parent.as_parent(), task=parent.task, labels=parent.labels,
                                max_length=parent.max_length, fmt="transformers", metrics=metrics, extra=extra,
                                overwrite=overwrite)

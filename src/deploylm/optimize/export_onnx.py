@@ -96,9 +96,14 @@ def export(artifact: str | Path | Artifact, output: str | Path, fmt: str = "onnx
     cfg = check_supported(parent)
     optimize = check_level(optimize) if optimize else None
     method = "onnx-O3" if optimize == "O3" else "onnx"
-    config = {"format": fmt, "optimize": optimize, "opset": OPSET, "all_tokens_last_layer": all_tokens_last_layer}
+    from .stages import ExportConfig, gate_fields, recorded_config
+
+    config = recorded_config(ExportConfig, format=fmt, optimize=optimize, parity_tolerance=parity_tolerance,
+                             all_tokens_last_layer=all_tokens_last_layer, **gate_fields(gate))
+    config["optimize"] = optimize  # None (no fusion) is a choice here, not "the default"
     return build_gated_variant(
-        parent, output, lambda dest: build_onnx_files(parent, dest, optimize, cfg, all_tokens_last_layer),
+        parent, output,
+        lambda dest: {**build_onnx_files(parent, dest, optimize, cfg, all_tokens_last_layer), "opset": OPSET},
         stage="export", fmt="onnx",
         method=method, config=config, gate=gate or GateOptions(), parity_tolerance=parity_tolerance,
         overwrite=overwrite)

@@ -18,6 +18,7 @@ from typing import Callable
 from ..artifacts import MANIFEST, Artifact, check_output, clear_leftovers, create_artifact, work_dir
 from ..errors import ConfigError, GateError
 from .common import task_data
+from .speed_verdict import summarise
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ def measure_speed(runners: dict, batches: list[dict], rounds: int, times_out: di
     return {k: round(n_seq / statistics.median(v), 2) for k, v in times.items()}
 
 
+def parent_runner_threads(runner) -> int | None:
+    """The thread count the runner computes with: the gate times runners opened as the server opens them."""
+    return getattr(runner, "threads", None) or getattr(runner, "intra_op_threads", None)
+
+
 def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, gate: GateOptions) -> dict:
     from ..data import load_dataset
     from ..evaluation import evaluate_runner
@@ -90,14 +96,17 @@ def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, 
     names = tuple(dict.fromkeys(parent_runner.input_names + variant_runner.input_names))
     batches = [pad_batch([feats[i] for i in idx], tokenizer.pad_token_id or 0, names)
                for idx in length_batches(feats, gate.batch_size)]
-    speed = measure_speed({"parent": parent_runner, "variant": variant_runner}, batches, gate.rounds)
+    times: dict[str, list[float]] = {}
+    speed = measure_speed({"parent": parent_runner, "variant": variant_runner}, batches, gate.rounds, times)
+    verdict = summarise([p / v for p, v in zip(times["parent"], times["variant"])])  # seconds: parent / variant
     metric = task.primary_metric
     return {
         "data": data.source, "split": gate.split, "samples": len(examples), "metric": metric,
         "parent": before, "variant": after, "metric_delta_points": round(100 * (after[metric] - before[metric]), 3),
-        "speed": {"batch_size": gate.batch_size, "samples": len(feats), "rounds": gate.rounds,
-                  "parent_seq_per_s": speed["parent"], "variant_seq_per_s": speed["variant"]},
-        "speed_ratio": round(speed["variant"] / speed["parent"], 3),
+        "speed": {"batch_size": gate.batch_size, "samples": len(feats), "parent_seq_per_s": speed["parent"],
+                  "variant_seq_per_s": speed["variant"], "threads": parent_runner_threads(parent_runner),
+                  **verdict},
+        "speed_ratio": verdict["ratio_median"],
         "dataset_name": data.name,
     }
 
@@ -110,10 +119,11 @@ def judge(record: dict, gate: GateOptions, what: str) -> None:
         problems.append(f"{record['metric']} dropped {drop:.2f} points ({record['parent'][record['metric']]:.4f} -> "
                         f"{record['variant'][record['metric']]:.4f} on {record['samples']} {record['split']} examples), "
                         f"more than --max-metric-drop {gate.max_metric_drop:g}")
-    if record["speed_ratio"] < 1.0 and not gate.allow_slower:
-        s = record["speed"]
-        problems.append(f"it is slower than its parent ({s['variant_seq_per_s']} vs {s['parent_seq_per_s']} seq/s at "
-                        f"batch {s['batch_size']}, ratio {record['speed_ratio']:.2f}x)")
+    s = record["speed"]
+    if s["slower"] and not gate.allow_slower:
+        problems.append(f"it is slower than its parent in every one of {s['rounds']} rounds ({s['variant_seq_per_s']} "
+                        f"vs {s['parent_seq_per_s']} seq/s at batch {s['batch_size']}, ratio {s['ratio_min']:.2f}.."
+                        f"{s['ratio_max']:.2f}x)")
     if problems:
         raise GateError(f"Refused {what}: {'; and '.join(problems)}. No artifact was written. Pass "
                         "--allow-metric-drop / --allow-slower to keep it anyway, or try another method.")
@@ -150,10 +160,11 @@ def build_gated_variant(parent: Artifact, output, write_files: Callable[[Path], 
                 if item.name != MANIFEST:
                     shutil.copy2(item, tmp / item.name)
 
-        extra = {"method": method, "optimization": info, "parity": parity, "gate": record}
+        extra = {"method": method, "optimization": info, "parity": parity, "gate": record,
+                 "gate_options": asdict(gate)}
         if dtype:
             extra["dtype"] = dtype
-        return create_artifact(out, copy_staged, stage=stage, config={**config, "gate": asdict(gate)},
+        return create_artifact(out, copy_staged, stage=stage, config=config,
                                parent=parent.as_parent(), task=parent.task, labels=parent.labels,
                                max_length=parent.max_length, fmt=fmt, metrics=metrics, extra=extra,
                                overwrite=overwrite)

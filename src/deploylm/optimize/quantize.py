@@ -29,7 +29,6 @@ from .gate import GateOptions, build_gated_variant
 
 METHODS = {"dynamic-int8": ("onnxruntime",), "static-int8": ("onnxruntime",), "bf16": ("torch",)}
 BACKENDS = ("onnxruntime", "torch")
-DEFAULT_CALIBRATION_SAMPLES = 200
 DECODER_TASK = "text-generation"  # dispatched to decoder_quantize.py, whose HANDLERS name its methods
 DECODER_METHODS = ("weight-int8",)  # decoder-only: named in the error an encoder gets for them
 
@@ -157,7 +156,7 @@ def _torch_bf16_files(parent: Artifact, dest: Path) -> dict:
 
 
 def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, backend: str | None = None,
-             gate: GateOptions | None = None, calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+             gate: GateOptions | None = None, calibration_samples: int | None = None,
              parity_tolerance: float | None = None, all_tokens_last_layer: bool = False,
              overwrite: bool = False, decoder_gate=None) -> Artifact:
     """deploylm quantize: a quantised variant of ARTIFACT, parity-checked and gated against it.
@@ -165,6 +164,8 @@ def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, b
     all_tokens_last_layer: when a transformers parent is exported first, keep the classifier's last
     layer on every token (see first_token.py); an ONNX parent's graph is quantised as it is.
     A text-generation parent goes to decoder_quantize (gated by `decoder_gate`, a DecoderGateOptions)."""
+    from .stages import QuantizeConfig, gate_fields, recorded_config
+
     parent = artifact if isinstance(artifact, Artifact) else Artifact.open(artifact)
     if parent.task == DECODER_TASK:
         from .decoder_quantize import quantize_decoder
@@ -175,8 +176,11 @@ def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, b
         return quantize_decoder(parent, output, method, gate=decoder_gate, backend=backend, overwrite=overwrite)
     backend = check_method(method, backend)
     gate = gate or GateOptions()
+    calibration_samples = calibration_samples or QuantizeConfig.model_fields["calibration_samples"].default
     check_supported(parent)
-    config = {"method": method, "backend": backend}
+    config = recorded_config(QuantizeConfig, method=method, backend=backend, calibration_samples=calibration_samples,
+                             parity_tolerance=parity_tolerance, all_tokens_last_layer=all_tokens_last_layer,
+                             **gate_fields(gate))
     if backend == "torch":
         if parent.format != "transformers":
             raise ConfigError(f"bf16 runs on the torch backend and needs a transformers-format artifact; {parent.path} "
@@ -193,9 +197,6 @@ def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, b
     calibration = None
     if method == "static-int8":
         calibration = calibration_examples(parent, gate.data, calibration_samples)
-        config["calibration_samples"] = calibration_samples
-    if parent.format == "transformers":
-        config["all_tokens_last_layer"] = all_tokens_last_layer
     return build_gated_variant(parent, output, lambda d: _ort_files(parent, d, method, calibration, all_tokens_last_layer),
                                stage="quantize", fmt="onnx", method=method, config=config, gate=gate,
                                parity_tolerance=parity_tolerance, overwrite=overwrite)

@@ -40,9 +40,10 @@ class ExportConfig(GateFields):
 
 
 class QuantizeConfig(GateFields):
-    method: Literal["dynamic-int8", "static-int8", "bf16", "weight-int8"] = "dynamic-int8"
+    # A string checked by the quantizer itself, whose error lists the methods valid for the artifact's kind.
+    method: str = Field(default="dynamic-int8", description="dynamic-int8 | static-int8 | bf16 | weight-int8")
     backend: Literal["onnxruntime", "torch"] | None = None
-    calibration_samples: int = Field(default=200, gt=0)
+    calibration_samples: int = Field(default=200, gt=0, description="static-int8: training examples to calibrate on")
     # decoders (text-generation artifacts): perplexity side of their gate
     max_ppl_increase: float = Field(default=2.0, ge=0, description="percent of the parent's perplexity (2 = 2 %)")
     allow_ppl_increase: bool = False
@@ -61,6 +62,29 @@ class BenchConfig(StageConfig):
     batch_sizes: list[int] = Field(default=[1, 32], min_length=1)
     seq_len: list[str] = Field(default=["real"], min_length=1)
     rounds: int = Field(default=1, gt=0)
+
+
+def gate_fields(gate) -> dict:
+    """The stage-config fields of a GateOptions (what `--config` and the manifest's `config` hold)."""
+    if gate is None:
+        return {}
+    return {"data": gate.data, "max_metric_drop": gate.max_metric_drop, "allow_metric_drop": gate.allow_metric_drop,
+            "allow_slower": gate.allow_slower, "max_eval_samples": gate.max_eval_samples}
+
+
+def decoder_gate_fields(gate) -> dict:
+    if gate is None:
+        return {}
+    return {"data": gate.data, "max_ppl_increase": gate.max_ppl_increase,
+            "allow_ppl_increase": gate.allow_ppl_increase, "allow_slower": gate.allow_slower,
+            "ppl_texts": gate.ppl_texts}
+
+
+def recorded_config(cls: type[StageConfig], **values) -> dict:
+    """What a stage records as its manifest's `config`: exactly a valid `cls`, so that the file fed back to
+    `--config` (or a pipeline step) reproduces the run; validated here, so a stage cannot record a config that
+    would be refused."""
+    return cls(**{k: v for k, v in values.items() if v is not None}).model_dump(mode="json")
 
 
 def _export(parent, cfg: ExportConfig, output: Path, overwrite: bool):
@@ -92,7 +116,8 @@ def _bench(parent, cfg: BenchConfig, output: Path, overwrite: bool):
     seqs = parse_seqs(",".join(cfg.seq_len))
     source = root_transformers_parent(parent)
     arts = [source] + ([parent] if parent.path.resolve() != source.path.resolve() else [])
-    results = bench(arts, task_data(parent, cfg.data), sizes, seqs, rounds=cfg.rounds)
+    results = bench(arts, task_data(parent, cfg.data), sizes, seqs, rounds=cfg.rounds,
+                    config=cfg.model_dump(mode="json"))
     Console(stderr=True).print(report.table(results, seqs, sizes))
     report.plot(results, parent.path.parent / f"bench-{parent.name}.png", seqs[0], max(sizes))
     return parent

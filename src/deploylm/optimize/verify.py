@@ -29,6 +29,10 @@ TOLERANCES = {
     "static-int8": Tolerance(1.0, 0.85),
 }
 
+# Agreement is a share of clearly decided positions; below this many there is nothing to judge it on, and a
+# variant must not pass a parity check that looked at no decision at all.
+MIN_DECIDED_POSITIONS = 16
+
 REAL_TEXTS = [
     "a gripping, beautifully acted film that stays with you",
     "a dull and tedious mess",
@@ -129,6 +133,15 @@ def check_parity(parent, variant, tokenizer, method: str, max_length: int, vocab
               "random": rnd, "real": real}
     worst_abs = max(rnd["max_abs_diff"], real["max_abs_diff"])
     worst_agree = min(rnd["argmax_agreement"], real["argmax_agreement"])
+    decided = rnd["decided_positions"] + real["decided_positions"]
+    report["decided_positions"], report["min_decided_positions"] = decided, MIN_DECIDED_POSITIONS
+    if decided < MIN_DECIDED_POSITIONS:
+        raise ParityError(
+            f"Parity check for {method} cannot judge the decisions: only {decided} of "
+            f"{rnd['positions'] + real['positions']} positions have a top-two logit gap above {margin:g} in the "
+            f"parent (at least {MIN_DECIDED_POSITIONS} needed). The parent is too unsure on these inputs for "
+            "agreement to mean anything: fine-tune it first, or gate it on its own data (--data). No artifact was "
+            "written.")
     report["passed"] = worst_abs <= tol.max_abs and worst_agree >= tol.min_agreement
     if not report["passed"]:
         raise ParityError(

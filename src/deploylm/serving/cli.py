@@ -8,10 +8,19 @@ from typing import List, Optional
 
 import typer
 
+from ..generation.scheduler import SchedulerConfig
+from .batcher import BatchConfig
+from .limits import Limits
+from .server import ServeConfig
+
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("bench-serve")(bench_serve)
+
+# Each default is defined once, on the config it belongs to; the flags show it.
+_B, _L, _D = BatchConfig, Limits, SchedulerConfig
+_S = ServeConfig
 
 
 def serve(
@@ -22,39 +31,35 @@ def serve(
     port: int = typer.Option(8000, help="HTTP port (0: any free port)"),
     grpc_port: int = typer.Option(8001, help="gRPC port (0: any free port, -1: no gRPC)"),
     api_key_file: Optional[Path] = typer.Option(None, help="file holding the Bearer API key"),
-    max_batch_size: int = typer.Option(32, min=1),
-    max_wait_ms: float = typer.Option(5.0, min=0, help="longest a request waits for its batch to fill"),
-    max_batch_tokens: int = typer.Option(8192, min=1, help="padded tokens per runner call"),
-    max_queue: int = typer.Option(256, min=1, help="queued requests per model before 429"),
-    timeout_s: float = typer.Option(10.0, min=0.001, help="per-request deadline"),
-    max_body_bytes: int = typer.Option(1 << 20, min=1, help="request body limit (413 beyond)"),
-    max_inputs: int = typer.Option(256, min=1, help="texts per request"),
-    max_text_chars: int = typer.Option(10_000, min=1, help="characters per text (400 beyond, unless --truncate)"),
+    max_batch_size: int = typer.Option(_B.max_batch_size, min=1),
+    max_wait_ms: float = typer.Option(_B.max_wait_ms, min=0, help="longest a request waits for its batch to fill"),
+    max_batch_tokens: int = typer.Option(_B.max_batch_tokens, min=1, help="padded tokens per runner call"),
+    max_queue: int = typer.Option(_B.max_queue, min=1, help="queued requests per model before 429"),
+    timeout_s: float = typer.Option(_S.timeout_s, min=0.001, help="per-request deadline"),
+    max_body_bytes: int = typer.Option(_L.max_body_bytes, min=1, help="request body limit (413 beyond)"),
+    max_inputs: int = typer.Option(_L.max_inputs, min=1, help="texts per request"),
+    max_text_chars: int = typer.Option(_L.max_text_chars, min=1, help="characters per text (400 beyond, unless --truncate)"),
     truncate: bool = typer.Option(False, help="cut over-long texts to the model's max length instead of 400"),
     log_level: str = typer.Option("warning"),
-    kv_cache_tokens: int = typer.Option(65536, min=16, help="decoders: KV cache budget per model, in tokens"),
-    max_num_seqs: int = typer.Option(64, min=1, help="decoders: sequences decoded together in one step"),
-    max_step_tokens: int = typer.Option(512, min=1, help="decoders: tokens per step (prefill chunks + decodes)"),
-    max_waiting: int = typer.Option(256, min=1, help="decoders: queued sequences per model before 429"),
-    prefix_cache: bool = typer.Option(True, help="decoders: reuse the KV of shared prompt prefixes"),
-    generation_timeout_s: float = typer.Option(600.0, min=0.001, help="decoders: per-request deadline"),
+    kv_cache_tokens: int = typer.Option(_D.kv_tokens, min=16, help="decoders: KV cache budget per model, in tokens"),
+    max_num_seqs: int = typer.Option(_D.max_num_seqs, min=1, help="decoders: sequences decoded together in one step"),
+    max_step_tokens: int = typer.Option(_D.max_step_tokens, min=1, help="decoders: tokens per step (prefill chunks + decodes)"),
+    max_waiting: int = typer.Option(_D.max_waiting, min=1, help="decoders: queued sequences per model before 429"),
+    prefix_cache: bool = typer.Option(_D.prefix_caching, help="decoders: reuse the KV of shared prompt prefixes"),
+    generation_timeout_s: float = typer.Option(_S.generation_timeout_s, min=0.001, help="decoders: per-request deadline"),
 ) -> None:
     """Serve artifacts over REST (task endpoints, Open Inference Protocol v2, the OpenAI API for decoders) and gRPC.
     Encoders get dynamic batching; decoders continuous batching with token streaming."""
     from .. import settings
 
     settings.use_serving_threads()  # before any model (and its thread pool) loads
-    from .batcher import BatchConfig
-    from .limits import Limits
-    from .server import ServeConfig, read_api_key
+    from .server import read_api_key
     from .server import serve as run
 
     limits = Limits(max_body_bytes=max_body_bytes, max_inputs=max_inputs, max_text_chars=max_text_chars,
                     truncate=truncate, api_key=read_api_key(api_key_file))
     batch = BatchConfig(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
                         max_batch_tokens=max_batch_tokens)
-    from ..generation.scheduler import SchedulerConfig
-
     decoder = SchedulerConfig(kv_tokens=kv_cache_tokens, max_num_seqs=max_num_seqs,
                               max_step_tokens=max(max_step_tokens, max_num_seqs), max_waiting=max_waiting,
                               prefix_caching=prefix_cache)

@@ -18,6 +18,8 @@ from .batcher import BatchConfig, Batcher, Request
 from .limits import Limits
 from .status import CLIENT_GONE
 
+DEFAULT_TIMEOUT_S = 10.0  # per-request deadline of the encoder routes (serve --timeout-s)
+
 # Texts totalling more characters than this are tokenized in a worker thread, so that one big request
 # does not stall the event loop (small ones are faster inline than a thread hop).
 _INLINE_ENCODE_CHARS = 4096
@@ -93,11 +95,11 @@ def _load_decoder(art, name: str | None, version: str, config) -> ServedModel:
 
 
 class Engine:
-    def __init__(self, batch: BatchConfig | None = None, limits: Limits | None = None, timeout_s: float = 10.0,
+    def __init__(self, batch: BatchConfig | None = None, limits: Limits | None = None, timeout_s: float | None = None,
                  metrics=None):
         self.batch = batch or BatchConfig()
         self.limits = limits or Limits()
-        self.timeout_s = timeout_s
+        self.timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
         self.metrics = metrics
         self.models: dict[str, ServedModel] = {}  # by key, "NAME:VERSION"
         self._versions: dict[str, list[ServedModel]] = {}  # by name, oldest first: kept by add()

@@ -247,7 +247,21 @@ def create_app(engine, metrics, limits, generation_timeout_s: float = 600.0) -> 
         return Response(body, media_type=content_type)
 
     register_openai_routes(app, engine, limits, generation_timeout_s)
+    _document(app, limits)
     return app
+
+
+def _document(app: FastAPI, limits) -> None:
+    from .openapi_doc import complete_openapi
+
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete_openapi(generate, limits)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 _INFER_SCHEMA = {"requestBody": {"content": {"application/json": {"schema": {

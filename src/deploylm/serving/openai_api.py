@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import RequestError
@@ -107,6 +108,8 @@ class _OpenAIRoute(APIRoute):
                 return await handler(request)
             except (RequestError, RequestValidationError) as exc:
                 return error_response(exc, path)
+            except StarletteHTTPException as exc:  # FastAPI's own: a body that is not JSON at all
+                return openai_error(exc.status_code, f"Request body is not valid JSON ({exc.detail}).")
 
         return run
 
@@ -349,11 +352,6 @@ async def _stream(sub: Submission, shape, n: int, timeout_s: float) -> AsyncIter
 
 
 # ---- routes ------------------------------------------------------------------------------------------------------
-_ERRORS = {status: {"description": what} for status, what in (
-    (400, "Invalid parameter (OpenAI error shape naming `param`)"), (404, "Unknown model (code model_not_found)"),
-    (429, "Waiting queue full; see Retry-After"), (504, "Past the deadline"))}
-
-
 def register_openai_routes(app, engine, limits, generation_timeout_s: float) -> None:
     """Add POST /v1/chat/completions and /v1/completions to `app` for the engine's decoders. `limits`: its
     API key and body size are enforced by the server's Guard middleware before these routes run; a prompt's
@@ -361,11 +359,11 @@ def register_openai_routes(app, engine, limits, generation_timeout_s: float) -> 
     del limits
     router = APIRouter(route_class=_OpenAIRoute, tags=["openai"])
 
-    @router.post(CHAT_PATH, responses=_ERRORS, summary="OpenAI chat completion (stream: server-sent events)")
+    @router.post(CHAT_PATH, summary="OpenAI chat completion (stream: server-sent events)")
     async def chat(body: S.ChatCompletionRequest, request: Request):
         return await chat_completions(engine, body, request, generation_timeout_s)
 
-    @router.post(COMPLETIONS_PATH, responses=_ERRORS, summary="OpenAI text completion (stream: server-sent events)")
+    @router.post(COMPLETIONS_PATH, summary="OpenAI text completion (stream: server-sent events)")
     async def complete(body: S.CompletionRequest, request: Request):
         return await completions(engine, body, request, generation_timeout_s)
 

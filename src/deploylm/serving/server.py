@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from ..errors import ConfigError
 from .batcher import BatchConfig
 from .limits import Limits
+from .engine import DEFAULT_TIMEOUT_S
 
 
 @dataclass
@@ -30,7 +31,7 @@ class ServeConfig:
     grpc_port: int | None = 8001  # None: no gRPC
     batch: BatchConfig = field(default_factory=BatchConfig)
     limits: Limits = field(default_factory=Limits)
-    timeout_s: float = 10.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     log_level: str = "warning"
     decoder: object = None  # generation.scheduler.SchedulerConfig for decoder artifacts (None: its defaults)
     generation_timeout_s: float = 600.0  # per-request deadline of /v1/completions and /v1/chat/completions

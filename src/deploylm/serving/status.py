@@ -7,19 +7,17 @@ answers 500 (gRPC INTERNAL), and the server keeps serving. The body's shape is e
 
 from __future__ import annotations
 
-import grpc
-
 from ..errors import RequestError
 
 CLIENT_GONE = 499  # nginx's convention for "client closed the request"; never sent, only counted
 RETRY_AFTER_S = 1  # what a refused client is told to wait: queues move every batch or engine step
 RETRYABLE = (429, 503)
 
+# HTTP status -> grpc.StatusCode name (grpc is imported only by the gRPC transport, see grpc_code)
 GRPC_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED, 404: grpc.StatusCode.NOT_FOUND,
-    405: grpc.StatusCode.UNIMPLEMENTED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED, 499: grpc.StatusCode.CANCELLED, 500: grpc.StatusCode.INTERNAL,
-    503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 405: "UNIMPLEMENTED",
+    413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 
@@ -32,8 +30,10 @@ def message(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, RequestError) else f"Internal error: {type(exc).__name__}: {exc}"
 
 
-def grpc_code(status: int) -> grpc.StatusCode:
-    return GRPC_CODES.get(status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.UNKNOWN)
+def grpc_code(status: int):
+    import grpc
+
+    return getattr(grpc.StatusCode, GRPC_CODES.get(status, "INTERNAL" if status >= 500 else "UNKNOWN"))
 
 
 def http_headers(status: int) -> dict[str, str] | None:
