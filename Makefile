@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test test-fast bench models llama-venv clean
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml src/deploylm/runtime/csrc/slab_decode.cpp
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# constraints.txt pins torch==2.13.0 (the local CPU wheel) so nothing can pull a CUDA build.
 	$(BIN)/pip install -q -c constraints.txt -r requirements.txt
@@ -19,6 +19,8 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	# xgrammar (structured output) declares triton, a GPU compiler it never imports on CPU (about 1 GB).
 	$(BIN)/pip install -q --no-deps xgrammar==0.2.9
 	$(BIN)/pip install -q --no-deps -e .
+	# The C++ decode-attention kernel (runtime/slab_kernel.py), built once here rather than at first use.
+	$(BIN)/python -m deploylm.runtime.slab_kernel
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -142,3 +142,8 @@ def log_file(command: str) -> Path:
     directory (one file per command, overwritten by its next run)."""
     env = os.environ.get("DEPLOYLM_LOG_DIR")
     return (Path(env).expanduser() if env else Path.cwd() / ".deploylm-logs") / f"{command}.log"
+
+
+def decode_kernel() -> bool:
+    """$DEPLOYLM_DECODE_KERNEL=0 turns off the C++ decode-attention kernel (runtime/slab_kernel.py): SDPA runs."""
+    return os.environ.get("DEPLOYLM_DECODE_KERNEL", "1").lower() not in ("0", "false", "no")

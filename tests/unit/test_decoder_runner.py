@@ -143,3 +143,18 @@ def test_llama_shaped_models_take_the_lean_forward_and_others_do_not(tiny, monke
         assert not hasattr(attn, "q_proj") and hasattr(attn, "qkv_proj")  # fused, the parts dropped
     monkeypatch.setenv("DEPLOYLM_DECODER_FAST_PATH", "0")
     assert _runner(path, tok)._lean is None
+
+
+def test_without_the_decode_kernel_matches_generate_too(tiny):
+    """The SDPA-per-sequence fallback (no compiler, or DEPLOYLM_DECODE_KERNEL=0) gives the same tokens, alone and
+    in a packed batch; with it the runner uses the kernel for float32 KV."""
+    arch, path, tok, expected = tiny
+    runner = _runner(path, tok)
+    assert runner._kernel is not None  # built by `make install`: see runtime/slab_kernel.py
+    runner._kernel = None
+    engine = DecoderEngine(runner, tok, SchedulerConfig(kv_tokens=1024, block_size=8)).start()
+    try:
+        for ids, want in expected:
+            assert _greedy(engine, ids) == want, arch
+    finally:
+        engine.close()

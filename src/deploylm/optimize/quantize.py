@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -155,6 +157,36 @@ def _torch_bf16_files(parent: Artifact, dest: Path) -> dict:
     return {"backend": "torch", "dtype": "bfloat16"}
 
 
+@dataclass(frozen=True)
+class VariantPlan:
+    write: Callable[[Path], dict]  # fills the staging directory, returns what it did (manifest "optimization")
+    fmt: str
+    dtype: str | None = None
+
+
+def _plan_bf16(parent: Artifact, method: str, gate, calibration_samples: int, all_tokens: bool) -> VariantPlan:
+    if parent.format != "transformers":
+        raise ConfigError(f"bf16 runs on the torch backend and needs a transformers-format artifact; {parent.path} "
+                          f"is '{parent.format}'. Quantise its transformers-format parent instead.")
+    return VariantPlan(lambda d: _torch_bf16_files(parent, d), "transformers", "bf16")
+
+
+def _plan_ort(parent: Artifact, method: str, gate, calibration_samples: int, all_tokens: bool) -> VariantPlan:
+    parent_rewrites = recorded_rewrites(parent)
+    if all_tokens and parent.format == "onnx" and parent_rewrites:
+        raise ConfigError(f"{parent.path} is an ONNX graph already exported with {', '.join(parent_rewrites)}; "
+                          "quantize keeps an ONNX parent's graph as it is. Export its transformers-format parent "
+                          "again with --all-tokens-last-layer and quantise that, or quantise the transformers "
+                          "artifact directly with --all-tokens-last-layer.")
+    calibration = calibration_examples(parent, gate.data, calibration_samples) if method == "static-int8" else None
+    return VariantPlan(lambda d: _ort_files(parent, d, method, calibration, all_tokens), "onnx")
+
+
+# Encoder methods: name -> how its variant is made. A new method is one entry here (and its backends in METHODS).
+ENCODER_HANDLERS: dict[str, Callable[..., VariantPlan]] = {"dynamic-int8": _plan_ort, "static-int8": _plan_ort,
+                                                          "bf16": _plan_bf16}
+
+
 def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, backend: str | None = None,
              gate: GateOptions | None = None, calibration_samples: int | None = None,
              parity_tolerance: float | None = None, all_tokens_last_layer: bool = False,
@@ -181,22 +213,7 @@ def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, b
     config = recorded_config(QuantizeConfig, method=method, backend=backend, calibration_samples=calibration_samples,
                              parity_tolerance=parity_tolerance, all_tokens_last_layer=all_tokens_last_layer,
                              **gate_fields(gate))
-    if backend == "torch":
-        if parent.format != "transformers":
-            raise ConfigError(f"bf16 runs on the torch backend and needs a transformers-format artifact; {parent.path} "
-                              f"is '{parent.format}'. Quantise its transformers-format parent instead.")
-        return build_gated_variant(parent, output, lambda d: _torch_bf16_files(parent, d), stage="quantize",
-                                   fmt="transformers", method=method, config=config, gate=gate, dtype="bf16",
-                                   parity_tolerance=parity_tolerance, overwrite=overwrite)
-    parent_rewrites = recorded_rewrites(parent)
-    if all_tokens_last_layer and parent.format == "onnx" and parent_rewrites:
-        raise ConfigError(f"{parent.path} is an ONNX graph already exported with {', '.join(parent_rewrites)}; "
-                          "quantize keeps an ONNX parent's graph as it is. Export its transformers-format parent "
-                          "again with --all-tokens-last-layer and quantise that, or quantise the transformers "
-                          "artifact directly with --all-tokens-last-layer.")
-    calibration = None
-    if method == "static-int8":
-        calibration = calibration_examples(parent, gate.data, calibration_samples)
-    return build_gated_variant(parent, output, lambda d: _ort_files(parent, d, method, calibration, all_tokens_last_layer),
-                               stage="quantize", fmt="onnx", method=method, config=config, gate=gate,
-                               parity_tolerance=parity_tolerance, overwrite=overwrite)
+    plan = ENCODER_HANDLERS[method](parent, method, gate, calibration_samples, all_tokens_last_layer)
+    return build_gated_variant(parent, output, plan.write, stage="quantize", fmt=plan.fmt, method=method,
+                               config=config, gate=gate, dtype=plan.dtype, parity_tolerance=parity_tolerance,
+                               overwrite=overwrite)

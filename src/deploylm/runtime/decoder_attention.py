@@ -31,11 +31,22 @@ class Segment:
 
 
 class StepLayout:
-    """The packed forward's segments, read by every layer's attention call."""
+    """The packed forward's segments, read by every layer's attention call. `kernel`: the compiled decode-attention
+    module (runtime/slab_kernel.py) or None; with it, every one-token (decode) segment of a float32 step is
+    attended in one call per layer instead of one SDPA call per sequence."""
 
-    def __init__(self, segments: list[Segment]):
+    def __init__(self, segments: list[Segment], kernel=None):
         self.segments = segments
         self.masks: dict[tuple, torch.Tensor] = {}  # per (start, length, window): shared across layers
+        self.kernel = kernel
+        decode = [i for i, s in enumerate(segments) if s.length == 1]
+        self.decode = decode if kernel is not None and decode else []
+        chosen = set(self.decode)
+        self.others = [s for i, s in enumerate(segments) if i not in chosen]
+        self.all_decode = len(self.decode) == len(segments)
+        self.decode_slabs = [segments[i].slab for i in self.decode]
+        self.decode_starts = [segments[i].start for i in self.decode]
+        self.decode_rows = torch.tensor([segments[i].offset for i in self.decode], dtype=torch.long)
 
     def mask(self, start: int, length: int, lo: int, window: int | None, dtype) -> torch.Tensor | None:
         """Additive mask [length, start+length-lo] for a chunk: causal, and within the sliding window."""
@@ -70,7 +81,12 @@ def slab_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.
     kv_heads = key.shape[1]
     groups = heads // kv_heads
     out = query.new_empty((1, query.shape[2], heads, dim))
-    for seg in deploylm_layout.segments:
+    if deploylm_layout.decode and query.dtype == torch.float32:
+        _decode_in_one_call(deploylm_layout, layer, query, key, value, out, scaling, sliding_window)
+        segments = deploylm_layout.others
+    else:
+        segments = deploylm_layout.segments
+    for seg in segments:
         s, n, o = seg.start, seg.length, seg.offset
         kv = seg.slab[layer]
         kv[0, :, s:s + n] = key[0, :, o:o + n]
@@ -86,6 +102,24 @@ def slab_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.
                                              attn_mask=mask, scale=scaling)
         out[0, o:o + n] = att[0].reshape(heads, n, dim).transpose(0, 1)
     return out, None
+
+
+def _decode_in_one_call(layout: StepLayout, layer: int, query, key, value, out, scaling, window) -> None:
+    """Every decode segment of the step through the C++ kernel: it writes their new K/V into their slabs and
+    attends in place (runtime/csrc/slab_decode.cpp)."""
+    if layout.all_decode:  # the common case: rows are the segments in order
+        q, k, v = query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1)
+    else:
+        rows = layout.decode_rows
+        q, k, v = (t[0].index_select(1, rows).transpose(0, 1) for t in (query, key, value))
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    res = layout.kernel.slab_decode_attention(q.contiguous(), k.contiguous(), v.contiguous(), layout.decode_slabs,
+                                              layout.decode_starts, layer, float(scale),
+                                              -1 if window is None else int(window))
+    if layout.all_decode:
+        out[0] = res
+    else:
+        out[0].index_copy_(0, layout.decode_rows, res)
 
 
 def register() -> None:

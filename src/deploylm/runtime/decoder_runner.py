@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ArtifactError, BackendUnavailableError
 from ..generation.types import StepBatch
+from . import slab_kernel
 from .compute import run_on_compute, set_threads
 from .decoder_attention import ATTN_IMPLEMENTATION, Segment, StepLayout, register
 
@@ -101,6 +102,8 @@ class TorchDecoderRunner:
         self.threads = threads or settings.num_threads()
         self._slabs: dict[int, torch.Tensor] = {}
         self._owner = threading.get_ident()
+        # The C++ decode-attention kernel for float32 KV (runtime/slab_kernel.py); None: SDPA per sequence.
+        self._kernel = slab_kernel.kernel() if self.dtype == torch.float32 else None
 
     @classmethod
     def from_artifact(cls, artifact, backend: str | None = None, max_context: int | None = None):
@@ -170,7 +173,7 @@ class TorchDecoderRunner:
             positions += range(chunk.start_pos, chunk.start_pos + n)
             if chunk.sample:
                 keep.append(len(ids) - 1)
-        layout = StepLayout(segments)
+        layout = StepLayout(segments, self._kernel)
         if self._lean is not None:
             return self._lean(torch.tensor(ids), torch.tensor(positions), torch.tensor(keep, dtype=torch.long),
                               layout).float()

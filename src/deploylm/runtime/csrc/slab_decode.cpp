@@ -1,0 +1,117 @@
+// Decode attention over per-sequence KV slabs, every sequence of a step in one call (runtime/slab_kernel.py).
+//
+// Why by hand: each sequence's KV lives in its own slab ([layers, 2, kv_heads, capacity, head_dim]), so torch's
+// attention runs one call per sequence and layer, and its fixed cost per call dominates a decode step of many
+// sequences; a batched torch call would first copy every sequence's KV. This reads the slabs in place.
+// One query token per sequence: write its key/value at position `start`, then softmax(q K^T * scale) V over
+// positions [lo, start] (lo from the sliding window). fp32 throughout, as torch's CPU attention accumulates.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+}  // namespace
+
+torch::Tensor slab_decode_attention(torch::Tensor q, torch::Tensor k_new, torch::Tensor v_new,
+                                    std::vector<torch::Tensor> slabs, std::vector<int64_t> starts, int64_t layer,
+                                    double scale, int64_t window) {
+  TORCH_CHECK(q.dim() == 3 && k_new.dim() == 3 && v_new.dim() == 3, "q, k_new, v_new must be [B, heads, D]");
+  TORCH_CHECK(q.scalar_type() == at::kFloat && k_new.scalar_type() == at::kFloat &&
+              v_new.scalar_type() == at::kFloat, "slab_decode_attention computes in float32 only");
+  q = q.contiguous();
+  k_new = k_new.contiguous();
+  v_new = v_new.contiguous();
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(2), Hkv = k_new.size(1);
+  TORCH_CHECK(H % Hkv == 0, "query heads must be a multiple of KV heads");
+  TORCH_CHECK((int64_t)slabs.size() == B && (int64_t)starts.size() == B, "one slab and one start per sequence");
+  const int64_t G = H / Hkv;
+  std::vector<float*> base(B);
+  std::vector<int64_t> head_stride(B), kv_stride(B), cap(B);
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& s = slabs[b];
+    TORCH_CHECK(s.dim() == 5 && s.scalar_type() == at::kFloat && s.is_contiguous(),
+                "slabs must be contiguous float32 [layers, 2, kv_heads, capacity, D]");
+    TORCH_CHECK(s.size(2) == Hkv && s.size(4) == D && layer < s.size(0), "slab shape does not fit the step");
+    TORCH_CHECK(starts[b] >= 0 && starts[b] < s.size(3), "a token past the slab's capacity");
+    cap[b] = s.size(3);
+    head_stride[b] = s.stride(2);
+    kv_stride[b] = s.stride(1);
+    base[b] = s.data_ptr<float>() + layer * s.stride(0);
+  }
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k_new.data_ptr<float>();
+  const float* vp = v_new.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {  // the new keys/values first: attention below reads them at `start`
+    for (int64_t h = 0; h < Hkv; ++h) {
+      float* k_dst = base[b] + h * head_stride[b] + starts[b] * D;
+      std::memcpy(k_dst, kp + (b * Hkv + h) * D, D * sizeof(float));
+      std::memcpy(k_dst + kv_stride[b], vp + (b * Hkv + h) * D, D * sizeof(float));
+    }
+  }
+  auto out = torch::empty_like(q);
+  float* op = out.data_ptr<float>();
+  const float sc = static_cast<float>(scale);
+  at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    std::vector<float> acc(G * D);
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t b = idx / Hkv, h = idx % Hkv;
+      const int64_t stop = starts[b] + 1;
+      const int64_t lo = window > 0 ? std::max<int64_t>(0, stop - window) : 0;
+      const int64_t L = stop - lo;
+      const float* K = base[b] + h * head_stride[b] + lo * D;
+      const float* V = K + kv_stride[b];
+      scores.assign(G * L, 0.f);
+      std::vector<float> mx(G, -std::numeric_limits<float>::infinity());
+      for (int64_t t = 0; t < L; ++t) {  // one pass over K: every query head of this KV head
+        const float* kt = K + t * D;
+        for (int64_t g = 0; g < G; ++g) {
+          const float s = dot(qp + (b * H + h * G + g) * D, kt, D) * sc;
+          scores[g * L + t] = s;
+          mx[g] = std::max(mx[g], s);
+        }
+      }
+      std::fill(acc.begin(), acc.end(), 0.f);
+      std::vector<float> sum(G, 0.f);
+      for (int64_t g = 0; g < G; ++g) {
+        for (int64_t t = 0; t < L; ++t) {
+          const float p = std::exp(scores[g * L + t] - mx[g]);
+          scores[g * L + t] = p;
+          sum[g] += p;
+        }
+      }
+      for (int64_t t = 0; t < L; ++t) {  // one pass over V
+        const float* vt = V + t * D;
+        for (int64_t g = 0; g < G; ++g) {
+          const float p = scores[g * L + t];
+          float* a = acc.data() + g * D;
+#pragma omp simd
+          for (int64_t i = 0; i < D; ++i) a[i] += p * vt[i];
+        }
+      }
+      for (int64_t g = 0; g < G; ++g) {
+        float* o = op + (b * H + h * G + g) * D;
+        const float inv = 1.f / sum[g];
+        for (int64_t i = 0; i < D; ++i) o[i] = acc[g * D + i] * inv;
+      }
+    }
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("slab_decode_attention", &slab_decode_attention, "decode attention over per-sequence KV slabs");
+}
