@@ -61,26 +61,39 @@ TARGETS = [  # (what, numerator, denominator, threshold, kind) kind "ratio": >= 
 NOTES = """
 ### What this says
 
-- Met: greedy parity with `generate` (alone and inside a batch of 16), prefix caching's TTFT gain. The
-  weight-int8 gate's perplexity increase is under 2 % (its manifest, above).
-- Not met: the speed ratios against llama.cpp and transformers, the 16-stream scaling, HTTP at 16 streams (met in
-  one round of three) and HTTP TTFT within 5 ms (+9.9 ms median, from +88 ms in the previous run).
-- What changed since the previous run: every torch op of a process now runs on one compute thread
-  (`runtime/compute.py`): the decoder's load, its steps and the engine's sampling. libgomp gives each thread that
-  starts a parallel region its own team of workers and stops spinning between regions once the process holds
-  more OpenMP threads than CPUs, so a model loaded on one thread and stepped on the engine's thread paid a futex
-  wake-up per op. Measured in one process on this host (`python benchmarks/decoder_thread_ab.py`, weight-int8, one
-  stream): 13.0 / 20.2 ms per step on the loading thread vs 52.9 / 45.2 ms on a second thread before the change;
-  13.4-17.5 ms from either thread after it. This is what moved weight-int8 from 0.26x to 0.49x llama.cpp at one
-  stream, 16 streams from 0.78x to 1.01x, fp32 from 0.96x to 1.18x `generate`, and HTTP TTFT from +88 ms to +9.9 ms.
-  The host also changed (AVX-512 VNNI and BF16 this time; memory bandwidth about 4x the previous session's), so
-  absolute figures of every system, llama.cpp's included, are higher; the ratios are within-round.
-- Where the rest goes (torch profiler, same host): at one stream a step is ~15 ms, of which the int8 matrix
-  products are about half and the rest is the fixed cost of thousands of small eager ops (views, casts, norms, rotary); llama.cpp's whole step is
-  7.7 ms. At 16 streams (~68 ms a step) decode attention is about 40 %: one SDPA call per sequence per layer
-  (480 per step, ~40 us each, mostly fixed cost), because each sequence's KV lives in its own slab and a
-  batched call would first have to copy every sequence's KV (about 190 MB a step at 256 tokens of context).
-  A ragged decode-attention kernel that reads the slabs in place is the next step for the 16-stream targets.
+- Met in most rounds: 16 streams over HTTP at >= 0.85x the engine's own (2 of 3), HTTP TTFT within 5 ms of the
+  engine's (2 of 3; +4.3 ms median, from +88 ms two runs ago); greedy parity with `generate` alone and inside a
+  batch of 16; the weight-int8 gate's perplexity increase under 2 % (its manifest, above); the lean-forward
+  ablation.
+- Not met: weight-int8 vs llama.cpp at one stream (0.48x, target 0.8x), fp32 vs `generate` (1.48x, target 2x),
+  16 streams vs llama.cpp (1.05x, target 2x) and vs our own single stream (4.4x, target 6x). Prefix caching's TTFT
+  gain held for 3 of 5 requests this run (median 11.9x): see the last point.
+- What changed in this session, each measured in one process before it went into this run:
+  - every torch op of a process runs on one compute thread (`runtime/compute.py`): the decoder's load, its steps
+    and the engine's sampling. libgomp gives each thread that starts a parallel region its own team and stops
+    spinning between regions once the process holds more OpenMP threads than CPUs, so a model loaded on one thread
+    and stepped on the engine's paid a futex wake-up per op. One weight-int8 stream (`benchmarks/
+    decoder_thread_ab.py`): 13.0 / 20.2 ms per step on the loading thread vs 52.9 / 45.2 ms on a second thread
+    before; 13.4-17.5 ms from either thread after. The run before this one (same code otherwise) moved
+    weight-int8 from 0.26x to 0.49x llama.cpp at one stream and HTTP TTFT from +88 ms to +9.9 ms.
+  - decode attention in one C++ call per layer for every one-token row of a step (`runtime/csrc/slab_decode.cpp`,
+    built by `make install` through torch's own extension builder, SDPA per sequence when it cannot build). It
+    reads each sequence's KV slab in place. A 16-stream weight-int8 step, kernel vs SDPA, alternating in one
+    process: 54.4 / 40.7 / 41.5 ms vs 86.1 / 70.2 / 74.2 ms; one stream unchanged (17.7 / 20.5 / 18.5 vs 17.1 /
+    23.9 / 18.8 ms). In this run 16 streams rose against our own single stream (4.4x from 3.6x) and over HTTP
+    (0.87x from 0.74x).
+  - The host changed between the last two sessions (AVX-512 VNNI and BF16 now) and was noisier during this run
+    than the previous one: every system's single-stream figure is lower, llama.cpp's included (110 vs 126
+    tokens/s), and the memory bandwidth per round spread 34-60 GB/s; ratios are within-round.
+- Where the rest goes (torch profiler, this host): at one stream a step is ~15 ms, about half of it the int8
+  matrix products and the rest the fixed cost of thousands of small eager ops (views, casts, norms, rotary);
+  llama.cpp's whole step is 7-9 ms. At 16 streams the kernel takes ~9 ms of a ~41 ms step (0.3 ms a layer, bound
+  by reading ~3 MB of scattered KV per layer); the int8 GEMMs are about half.
+- Prefix-cache TTFT: with the cache on, a hit's time is the 19-token suffix forward (~30 ms) plus copying the
+  512-token prompt into a new cache entry, whose fresh memory page-faults on first touch (9-50 ms measured,
+  growing over requests); with `THP_MEM_ALLOC_ENABLE=1` (torch's huge-page allocation) it was a little faster.
+  Reusing slab memory (a pool of freed slabs) is the next step; a first try did not help because each request's
+  cache entry keeps its own new slab.
 """
 
 

@@ -29,8 +29,8 @@ SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}, "color": {
 
 
 class GatedRunner:
-    """A DecoderRunner wrapper: while `gate` is clear the next step waits (`held` says one does), every batch is
-    recorded, and `freed` is set by the step that releases the KV of sequence `watch`."""
+    """A DecoderRunner wrapper: while `gate` is clear the next step that computes waits (`held` says one does),
+    every batch is recorded, and `freed` is set by the step that releases the KV of sequence `watch`."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -43,7 +43,7 @@ class GatedRunner:
         return getattr(self.inner, name)
 
     def step(self, batch):
-        if not self.gate.is_set():
+        if not self.gate.is_set() and batch.chunks:  # steps that only free KV (of finished requests) pass
             self.held.set()
             assert self.gate.wait(30), "the test never opened the gate"
         self.batches.append(batch)
@@ -367,6 +367,7 @@ def test_api_key_and_body_limit_apply(s):
 def _hold_one(s: Stack, pool: ThreadPoolExecutor, **kw):
     """Submit one request to the gated model and return once its first step is stuck in the runner."""
     s.gated.gate.clear()
+    s.gated.held.clear()  # set by an earlier test's hold: wait for this request's own step
     future = pool.submit(s.client().completions.create, model="gated", prompt="hold", max_tokens=4, **kw)
     assert s.gated.held.wait(20) and s.submitted.acquire(timeout=20)
     return future

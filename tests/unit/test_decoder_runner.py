@@ -48,15 +48,18 @@ def _greedy(engine, ids):
     return [t for e in events for t in e.token_ids]
 
 
-def test_alone_matches_generate(tiny):
-    arch, path, tok, expected = tiny
-    runner = _runner(path, tok)
+def _each_alone_matches(runner, tok, expected, arch) -> None:
     engine = DecoderEngine(runner, tok, SchedulerConfig(kv_tokens=1024, block_size=8)).start()
     try:
         for ids, want in expected:
             assert _greedy(engine, ids) == want, arch
     finally:
         engine.close()
+
+
+def test_alone_matches_generate(tiny):
+    arch, path, tok, expected = tiny
+    _each_alone_matches(_runner(path, tok), tok, expected, arch)
 
 
 def test_packed_chunked_preempted_matches_generate(tiny):
@@ -146,15 +149,10 @@ def test_llama_shaped_models_take_the_lean_forward_and_others_do_not(tiny, monke
 
 
 def test_without_the_decode_kernel_matches_generate_too(tiny):
-    """The SDPA-per-sequence fallback (no compiler, or DEPLOYLM_DECODE_KERNEL=0) gives the same tokens, alone and
-    in a packed batch; with it the runner uses the kernel for float32 KV."""
+    """The SDPA-per-sequence fallback (no compiler, or DEPLOYLM_DECODE_KERNEL=0) gives the same tokens; by default
+    the runner uses the kernel for float32 KV."""
     arch, path, tok, expected = tiny
     runner = _runner(path, tok)
     assert runner._kernel is not None  # built by `make install`: see runtime/slab_kernel.py
     runner._kernel = None
-    engine = DecoderEngine(runner, tok, SchedulerConfig(kv_tokens=1024, block_size=8)).start()
-    try:
-        for ids, want in expected:
-            assert _greedy(engine, ids) == want, arch
-    finally:
-        engine.close()
+    _each_alone_matches(runner, tok, expected, arch)
