@@ -248,9 +248,12 @@ NOTES = """What this says (the run of 2026-12-02):
 - Held: no 5xx at all under 2x saturation with a fifth of the requests bad, oversized or abandoned; every bad
   request got its 4xx (400 / 404 / 413), overload got 429, the server answered a good request after the soak, and
   open file descriptors stayed flat apart from bursts of open connections.
-- Not met: RSS growth. It rose fastest in the first minutes and levelled off (about +2.7 % over the second half),
-  the shape of the allocator's arenas filling under varying batch shapes rather than of a steady leak; that is a
-  reading of the curve, not a measurement. A longer soak and one with MALLOC_ARENA_MAX=2 would tell them apart.
+- Not met: RSS growth. In this run it rose fastest in the first minutes and slowed (+2.7 % over the second half),
+  which looked like glibc's per-thread arenas filling. A second run with the server under MALLOC_ARENA_MAX=2
+  (`python benchmarks/soak.py --duration 480 --server-env MALLOC_ARENA_MAX=2 --name soak-arena2`; results in
+  soak-arena2.json / .png) does not support that reading: RSS grew steadily, 663 -> 930 MB in 8 minutes (+33.5 %
+  from its first steady window, +10.5 % over its second half), again with 0 5xx. Something grows per request under
+  this mix; finding it (tracemalloc / a heap profile of the server under the same mix) is the next step.
 - One client-side ReadError (a keep-alive connection the client reused as it was closed); the server logged no
   error. Latencies are the load generator's, on the same two cores: at 2x saturation its own event loop lags, so
   p50/p99 include client-side queueing (the server's own per-request deadline is 2 s and no request hit it).
