@@ -72,14 +72,15 @@ NOTES = """
   - every torch op of a process runs on one compute thread (`runtime/compute.py`): the decoder's load, its steps
     and the engine's sampling. libgomp gives each thread that starts a parallel region its own team and stops
     spinning between regions once the process holds more OpenMP threads than CPUs, so a model loaded on one thread
-    and stepped on the engine's paid a futex wake-up per op. One weight-int8 stream (`benchmarks/
-    decoder_thread_ab.py`): 13.0 / 20.2 ms per step on the loading thread vs 52.9 / 45.2 ms on a second thread
-    before; 13.4-17.5 ms from either thread after. The run before this one (same code otherwise) moved
+    and stepped on the engine's paid a futex wake-up per op. One weight-int8 stream, loading thread vs a second
+    thread, as `python benchmarks/decoder_thread_ab.py ART` measures it (these figures: the same A/B on an in-memory
+    int8 copy of runs/smollm2): 13.0 / 20.2 vs 52.9 / 45.2 ms per step before (rerun at commit dfc18c7); 13.4-17.5 ms
+    from either thread after. The run before this one (same code otherwise) moved
     weight-int8 from 0.26x to 0.49x llama.cpp at one stream and HTTP TTFT from +88 ms to +9.9 ms.
   - decode attention in one C++ call per layer for every one-token row of a step (`runtime/csrc/slab_decode.cpp`,
     built by `make install` through torch's own extension builder, SDPA per sequence when it cannot build). It
     reads each sequence's KV slab in place. A 16-stream weight-int8 step, kernel vs SDPA, alternating in one
-    process: 54.4 / 40.7 / 41.5 ms vs 86.1 / 70.2 / 74.2 ms; one stream unchanged (17.7 / 20.5 / 18.5 vs 17.1 /
+    process (`python benchmarks/decode_kernel_ab.py`): 54.4 / 40.7 / 41.5 ms vs 86.1 / 70.2 / 74.2 ms; one stream unchanged (17.7 / 20.5 / 18.5 vs 17.1 /
     23.9 / 18.8 ms). In this run 16 streams rose against our own single stream (4.4x from 3.6x) and over HTTP
     (0.87x from 0.74x).
   - The host changed between the last two sessions (AVX-512 VNNI and BF16 now) and was noisier during this run

@@ -42,8 +42,7 @@ def register(app: typer.Typer) -> None:
         if cfg.data is None:
             raise ConfigError("bench needs a dataset: pass --data DATA (a dataset dir or alias such as sst2), or a "
                               "--config file that names one.")
-        sizes = parse_batch_sizes(",".join(map(str, cfg.batch_sizes)))
-        seqs, data, rounds = parse_seqs(",".join(cfg.seq_len)), cfg.data, cfg.rounds
+        (sizes, seqs), data, rounds = cfg.plan(), cfg.data, cfg.rounds
         arts = [Artifact.open(a) for a in artifacts]
         peers: list = []
         if compare_peers:

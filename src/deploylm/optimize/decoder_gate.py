@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, GateError
-from .speed_verdict import summarise
+from .speed_verdict import is_slower, summarise  # is_slower: the one rule, for both gates
 
 PROMPTS = (
     "The history of the printing press begins",
@@ -216,11 +216,6 @@ def run_decoder_gate(parent, variant, tokenizer, opts: DecoderGateOptions, backe
         "seconds": {"perplexity": round(t1 - t0, 1), "decode": round(t2 - t1, 1)},
         "options": asdict(opts),
     }
-
-
-def is_slower(speed: dict) -> bool:
-    """Slower beyond the noise: see optimize/speed_verdict.py."""
-    return speed["ratio_max"] < 1.0
 
 
 def judge_decoder(record: dict, opts: DecoderGateOptions, what: str) -> None:

@@ -72,11 +72,6 @@ def measure_speed(runners: dict, batches: list[dict], rounds: int, times_out: di
     return {k: round(n_seq / statistics.median(v), 2) for k, v in times.items()}
 
 
-def parent_runner_threads(runner) -> int | None:
-    """The thread count the runner computes with: the gate times runners opened as the server opens them."""
-    return getattr(runner, "threads", None) or getattr(runner, "intra_op_threads", None)
-
-
 def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, gate: GateOptions) -> dict:
     from ..data import load_dataset
     from ..evaluation import evaluate_runner
@@ -104,7 +99,7 @@ def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, 
         "data": data.source, "split": gate.split, "samples": len(examples), "metric": metric,
         "parent": before, "variant": after, "metric_delta_points": round(100 * (after[metric] - before[metric]), 3),
         "speed": {"batch_size": gate.batch_size, "samples": len(feats), "parent_seq_per_s": speed["parent"],
-                  "variant_seq_per_s": speed["variant"], "threads": parent_runner_threads(parent_runner),
+                  "variant_seq_per_s": speed["variant"], "threads": parent_runner.threads,
                   **verdict},
         "speed_ratio": verdict["ratio_median"],
         "dataset_name": data.name,

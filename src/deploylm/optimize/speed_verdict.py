@@ -16,12 +16,18 @@ import statistics
 RULE = "slower only if every round's ratio (variant / parent speed, rounds in alternating order) is below 1.0"
 
 
+def is_slower(speed: dict) -> bool:
+    """The verdict on a recorded speed comparison (a `summarise` dict, or any with `ratio_max`)."""
+    return speed["ratio_max"] < 1.0
+
+
 def summarise(ratios: list[float]) -> dict:
     """What the manifest records about the speed comparison, the verdict included."""
     if not ratios:
         raise ValueError("a speed verdict needs at least one round")
     n = len(ratios)
-    return {"rounds": n, "ratios": [round(r, 3) for r in ratios], "ratio_median": round(statistics.median(ratios), 3),
-            "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
-            "interval": [round(min(ratios), 3), round(max(ratios), 3)],
-            "interval_confidence": round(1 - 2 * 0.5 ** n, 4), "slower": max(ratios) < 1.0, "rule": RULE}
+    out = {"rounds": n, "ratios": [round(r, 3) for r in ratios], "ratio_median": round(statistics.median(ratios), 3),
+           "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
+           "interval": [round(min(ratios), 3), round(max(ratios), 3)],
+           "interval_confidence": round(1 - 2 * 0.5 ** n, 4), "rule": RULE}
+    return {**out, "slower": is_slower({"ratio_max": max(ratios)})}

@@ -63,6 +63,12 @@ class BenchConfig(StageConfig):
     seq_len: list[str] = Field(default=["real"], min_length=1)
     rounds: int = Field(default=1, gt=0)
 
+    def plan(self) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """(batch sizes, sequence settings), checked as the CLI flags are: a --config file goes through it too."""
+        from ..bench.run import parse_batch_sizes, parse_seqs
+
+        return parse_batch_sizes(",".join(map(str, self.batch_sizes))), parse_seqs(",".join(self.seq_len))
+
 
 def gate_fields(gate) -> dict:
     """The stage-config fields of a GateOptions (what `--config` and the manifest's `config` hold)."""
@@ -109,11 +115,10 @@ def _bench(parent, cfg: BenchConfig, output: Path, overwrite: bool):
     from rich.console import Console
 
     from ..bench import report
-    from ..bench.run import bench, parse_batch_sizes, parse_seqs
+    from ..bench.run import bench
     from .common import root_transformers_parent, task_data
 
-    sizes = parse_batch_sizes(",".join(map(str, cfg.batch_sizes)))
-    seqs = parse_seqs(",".join(cfg.seq_len))
+    sizes, seqs = cfg.plan()
     source = root_transformers_parent(parent)
     arts = [source] + ([parent] if parent.path.resolve() != source.path.resolve() else [])
     results = bench(arts, task_data(parent, cfg.data), sizes, seqs, rounds=cfg.rounds,
