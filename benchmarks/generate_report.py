@@ -86,7 +86,7 @@ NOTES = """
   - The host changed between the last two sessions (AVX-512 VNNI and BF16 now) and was noisier during this run
     than the previous one: every system's single-stream figure is lower, llama.cpp's included (110 vs 126
     tokens/s), and the memory bandwidth per round spread 34-60 GB/s; ratios are within-round.
-- Where the rest goes (torch profiler, this host): at one stream a step is ~15 ms, about half of it the int8
+- Where the rest goes (torch profiler and timing scripts run by hand, not committed: pointers, not results): at one stream a step is ~15 ms, about half of it the int8
   matrix products and the rest the fixed cost of thousands of small eager ops (views, casts, norms, rotary);
   llama.cpp's whole step is 7-9 ms. At 16 streams the kernel takes ~9 ms of a ~41 ms step (0.3 ms a layer, bound
   by reading ~3 MB of scattered KV per layer); the int8 GEMMs are about half.
