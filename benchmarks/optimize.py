@@ -10,7 +10,9 @@ benchmarks/finetune.py) if present, else runs/dev/sst2-small-lr1e-4 (3000 exampl
 The peer is built in its own venv (benchmarks/.peer-venv; optimum-onnx pins transformers<4.58) and
 both peers' ONNX files run under deploylm's onnxruntime, through the same runner and batching.
 Every artifact is measured in a fresh subprocess, in interleaved rounds (order reversed each round).
-Writes benchmarks/results/optimize.md, optimize.json and optimize.png.
+The "% of ceiling" column divides by this CPU's large-matmul GFLOP/s per precision, measured at the start of
+the same run by benchmarks/peers/ceilings.py (in its own process, on the benchmark's thread count).
+Writes benchmarks/results/optimize.md, optimize.json, optimize-ceilings.json and optimize.png.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from deploylm import settings  # noqa: E402
 from deploylm.artifacts import Artifact  # noqa: E402
 from deploylm.bench import report  # noqa: E402
+from deploylm.bench.generate_peers import peer_env  # noqa: E402
 from deploylm.bench.peers import PEER_ENV, optimum_peer  # noqa: E402
 from deploylm.bench.run import bench  # noqa: E402
 from deploylm.errors import DeployLMError  # noqa: E402
@@ -42,8 +45,20 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "runs" / "bench-optimize"
 PEER_VENV = ROOT / "benchmarks" / ".peer-venv"
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
-# Measured GEMM ceilings of this CPU on 2 threads (ASSETS.md), by the precision the GEMMs run in.
-CEILING = {"fp32": 200.0, "bf16": 430.0, "int8": 850.0}
+CEILINGS_SCRIPT = ROOT / "benchmarks" / "peers" / "ceilings.py"
+
+
+def measure_ceilings(threads: int | None = None) -> dict:
+    """The reference GFLOP/s per precision, from benchmarks/peers/ceilings.py in a fresh process: its thread
+    pools are sized before torch starts, as in the benchmarked subprocesses, not inherited from this one."""
+    threads = threads or settings.num_threads()
+    cmd = [sys.executable, str(CEILINGS_SCRIPT), "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=peer_env(threads))
+    if proc.returncode != 0:
+        raise SystemExit(f"ceilings.py failed (exit {proc.returncode}): {proc.stderr[-1500:]}")
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    doc["command"] = f"python {CEILINGS_SCRIPT.relative_to(ROOT)} --threads {threads}"
+    return doc
 
 
 def source_artifact() -> tuple[Artifact, str]:
@@ -213,6 +228,9 @@ def precision(res: dict) -> str:
 def main() -> int:
     started = time.time()
     load_before = os.getloadavg()
+    print("reference ceilings (benchmarks/peers/ceilings.py)", flush=True)
+    ceilings = measure_ceilings()
+    print(json.dumps(ceilings["ceiling"]), flush=True)
     src, src_note = source_artifact()
     WORK.mkdir(parents=True, exist_ok=True)
     peer_problem = ensure_peer_venv()
@@ -237,6 +255,7 @@ def main() -> int:
         res["ort_defaults"] = env is not None
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "optimize.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / "optimize-ceilings.json").write_text(json.dumps(ceilings, indent=1))
     report.plot(results, RESULTS / "optimize.png", "real", 32, title="SST-2 dev, batch 32, real lengths")
     peer = next((r for r in results if r["name"].startswith("optimum-int8") and r["ort_defaults"]), None)
     h2h = None
@@ -248,7 +267,7 @@ def main() -> int:
     print("fusion microbenchmark", flush=True)
     micro = fusion_microbench()
     md = render(results, results[0], peer, src_note, peer_problem, load_before, os.getloadavg(),
-                time.time() - started, peers, h2h, micro)
+                time.time() - started, peers, h2h, micro, ceilings)
     if failures:
         md += "\n**Variants refused while building** (parity check):\n" + "\n".join(f"- {f}" for f in failures) + "\n"
     (RESULTS / "optimize.md").write_text(md)
@@ -261,7 +280,8 @@ def cell(res, seq, bs, key):
     return r[key] if r else float("nan")
 
 
-def render(results, base, peer, src_note, peer_problem, load_before, load_after, elapsed, peers, h2h, micro) -> str:
+def render(results, base, peer, src_note, peer_problem, load_before, load_after, elapsed, peers, h2h, micro,
+           ceilings) -> str:
     m = machine_info()
     acc0 = 100 * base["metric"]["accuracy"]
     lines = [
@@ -286,6 +306,7 @@ def render(results, base, peer, src_note, peer_problem, load_before, load_after,
                      "fusions, as ORTModel does; the `+ deploylm session` row is the peer's int8 file under deploylm's "
                      "session options (settings.DEFAULT_ORT_DISABLED_OPTIMIZERS: "
                      f"{', '.join(settings.DEFAULT_ORT_DISABLED_OPTIMIZERS)} off).\n")
+    ceiling = ceilings["ceiling"]
     for seq in ("real", "128"):
         lines += [f"\n### {'SST-2 dev, real lengths' if seq == 'real' else 'fixed 128 tokens'}\n",
                   "| variant | acc % | Δ pt vs fp32 | b1 p50 / p99 ms | b32 seq/s | × fp32 | × peer | GFLOP/s (GOP/s int8) | "
@@ -299,9 +320,10 @@ def render(results, base, peer, src_note, peer_problem, load_before, load_after,
             lines.append(
                 f"| {res['name']} | {acc:.2f} | {acc - acc0:+.2f} | {cell(res, seq, 1, 'p50_ms'):.2f} / "
                 f"{cell(res, seq, 1, 'p99_ms'):.2f} | {thr:.1f} | {thr / cell(base, seq, 32, 'seq_per_s'):.2f} | "
-                f"{vs_peer} | {gf:.0f} | {100 * gf / CEILING[res['precision']]:.0f}% of {CEILING[res['precision']]:.0f} | "
+                f"{vs_peer} | {gf:.0f} | {100 * gf / ceiling[res['precision']]:.0f}% of {ceiling[res['precision']]:.0f} | "
                 f"{res['file_mb']:.1f} | {res['peak_rss_mb']:.0f} | {res['verdict']} |")
-    lines.append(targets(results, base, peer, acc0, h2h))
+    lines.append(targets(results, base, peer, acc0, h2h, ceiling))
+    lines += ceilings_section(ceilings)
     lines.append("\n![throughput vs accuracy](optimize.png)\n")
     lines += ["\n### Why the runner turns an onnxruntime fusion off\n",
               "Each fused kernel against the ops it replaces, same process, alternating blocks of calls "
@@ -319,7 +341,20 @@ def within_half_point(results) -> list[dict]:
     return [r for r in results[1:] if not r["peer"] and 100 * r["metric"]["accuracy"] >= acc0 - 0.5]
 
 
-def targets(results, base, peer, acc0, h2h) -> str:
+def ceilings_section(ceilings: dict) -> list[str]:
+    """The reference ceilings this run divided by, with every round, so a reader can judge their spread."""
+    out = ["\n### Reference ceilings (measured in this run)\n",
+           f"Command: `{ceilings['command']}` (run at the start of this benchmark; torch {ceilings['torch']}): one "
+           f"{ceilings['n']} x {ceilings['n']} x {ceilings['n']} matmul per precision, {ceilings['rounds']} rounds "
+           "interleaved across precisions after one untimed call; the ceiling is the best round.\n",
+           "| precision | kernel | ceiling G(FL)OP/s | median | min | rounds |", "|---|---|---|---|---|---|"]
+    for key, st in ceilings["stats"].items():
+        out.append(f"| {key} | `{ceilings['kernels'][key]}` | {st['best']:.0f} | {st['median']:.0f} | {st['min']:.0f} | "
+                   f"{', '.join(f'{r:.0f}' for r in st['rounds'])} |")
+    return out
+
+
+def targets(results, base, peer, acc0, h2h, ceiling) -> str:
     ours = within_half_point(results)
     if not ours:
         return "\n**Targets**: no deploylm variant within 0.5 pt of fp32 accuracy.\n"
@@ -346,8 +381,9 @@ def targets(results, base, peer, acc0, h2h) -> str:
         vs_peer = thr / cell(peer, "real", 32, "seq_per_s")
         out.append(f"- vs the peer in the table (separate processes, minutes apart): {vs_peer:.3f}x")
     gf128 = cell(best, "128", 32, "gflop_per_s")
-    out.append(f"- achieved at 128 tokens: {gf128:.0f} G(FL)OP/s = {100 * gf128 / CEILING[best['precision']]:.0f}% of the "
-               f"{best['precision']} ceiling ({CEILING[best['precision']]:.0f}); aim >= 60% for int8")
+    out.append(f"- achieved at 128 tokens: {gf128:.0f} G(FL)OP/s = {100 * gf128 / ceiling[best['precision']]:.0f}% of "
+               f"the {best['precision']} ceiling measured in this run ({ceiling[best['precision']]:.0f}); aim >= 60% "
+               "for int8")
     out.append("- Caveat: one file measured in separate processes on this shared host spread by 20% and more between "
                "runs, so table ratios near a target are not a robust pass or fail; the head-to-head figures are "
                "the ones to read for the peer target.")
@@ -359,7 +395,7 @@ Notes
 - GFLOP/s counts the encoder's matmul work actually computed on the padded tokens
   (`deploylm.bench.measure.encoder_flops`: 2.87 GFLOP per 128-token MiniLM-L6 sequence; 2.47 when the last
   layer runs for the first token only), divided by wall time; "% of ceiling" compares it with this CPU's
-  measured large-GEMM peak for the precision the GEMMs run in (fp32 200, bf16 430, int8 850 on 2 threads).
+  large-GEMM peak for the precision the GEMMs run in, measured at the start of this run ("Reference ceilings").
   Attention products, softmax, LayerNorm, GELU and the dynamic quantisation of activations all run outside
   the int8 GEMMs, which is why int8 stays far from its ceiling.
 - `dynamic-int8` quantises the unfused eager export (per-channel int8 weights, projection MatMuls only) and
