@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install lock demo test test-fast bench models llama-venv clean
 
-$(STAMP): requirements.txt constraints.txt requirements.lock pyproject.toml src/deploylm/runtime/csrc/slab_decode.cpp
+$(STAMP): requirements.txt constraints.txt requirements.lock pyproject.toml $(wildcard src/deploylm/runtime/csrc/*.cpp)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# constraints.txt pins torch==2.13.0 (the local CPU wheel) so nothing can pull a CUDA build;
 	# requirements.lock (`make lock`) pins everything else to the set CI tested.
@@ -20,8 +20,8 @@ $(STAMP): requirements.txt constraints.txt requirements.lock pyproject.toml src/
 	# xgrammar (structured output) declares triton, a GPU compiler it never imports on CPU (about 1 GB).
 	$(BIN)/pip install -q --no-deps xgrammar==0.2.9
 	$(BIN)/pip install -q --no-deps -e .
-	# The C++ decode-attention kernel (runtime/slab_kernel.py), built once here rather than at first use.
-	$(BIN)/python -m deploylm.runtime.slab_kernel
+	# The C++ kernels (decode attention, int8 linear: runtime/cpp_kernels.py), built once here, not at first use.
+	$(BIN)/python -m deploylm.runtime.cpp_kernels
 	touch $(STAMP)
 
 install: $(STAMP)

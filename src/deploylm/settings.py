@@ -145,5 +145,11 @@ def log_file(command: str) -> Path:
 
 
 def decode_kernel() -> bool:
-    """$DEPLOYLM_DECODE_KERNEL=0 turns off the C++ decode-attention kernel (runtime/slab_kernel.py): SDPA runs."""
+    """$DEPLOYLM_DECODE_KERNEL=0 turns off the C++ decode-attention kernel (runtime/cpp_kernels.py): SDPA runs."""
     return os.environ.get("DEPLOYLM_DECODE_KERNEL", "1").lower() not in ("0", "false", "no")
+
+
+def int8_kernel() -> bool:
+    """$DEPLOYLM_INT8_KERNEL=0 turns off the C++ int8 linear (runtime/cpp_kernels.py): weight-int8 decoders use
+    torch's int8 kernels (optimize/weight_int8.py says which, by row count)."""
+    return os.environ.get("DEPLOYLM_INT8_KERNEL", "1").lower() not in ("0", "false", "no")

@@ -153,6 +153,6 @@ def test_without_the_decode_kernel_matches_generate_too(tiny):
     the runner uses the kernel for float32 KV."""
     arch, path, tok, expected = tiny
     runner = _runner(path, tok)
-    assert runner._kernel is not None  # built by `make install`: see runtime/slab_kernel.py
+    assert runner._kernel is not None  # built by `make install`: see runtime/cpp_kernels.py
     runner._kernel = None
     _each_alone_matches(runner, tok, expected, arch)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploylm.runtime import slab_kernel
+from deploylm.runtime import cpp_kernels
 from deploylm.runtime.decoder_attention import Segment, StepLayout, slab_attention
 
 LAYERS, HKV, GROUPS, D, CAP = 3, 2, 3, 16, 40
@@ -14,8 +14,8 @@ LAYERS, HKV, GROUPS, D, CAP = 3, 2, 3, 16, 40
 
 @pytest.fixture(scope="module")
 def kernel():
-    module = slab_kernel.kernel()
-    assert module is not None, f"the decode kernel did not build: {slab_kernel.build_error()}"
+    module = cpp_kernels.kernel()
+    assert module is not None, f"the decode kernel did not build: {cpp_kernels.build_error()}"
     return module
 
 

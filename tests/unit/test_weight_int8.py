@@ -55,8 +55,20 @@ def fp32_model(art: Artifact):
 
 # --- the int8 linear -------------------------------------------------------------------------------------------
 
+@pytest.fixture(params=["vnni", "torch"])
+def int8_kernel(request, monkeypatch):
+    """Each int8-linear property on both kernels of optimize/int8_matmul.py: deploylm's C++ VNNI kernel (on CPUs
+    that have AVX-512 VNNI; the project's machines do) and torch's fbgemm / weight-only kernels."""
+    from int8_cpu import cpu_has_vnni
+
+    if request.param == "vnni" and not cpu_has_vnni():
+        pytest.skip("this CPU has no AVX-512 VNNI: the C++ int8 kernel is not used here")
+    monkeypatch.setenv("DEPLOYLM_INT8_KERNEL", "1" if request.param == "vnni" else "0")
+    return request.param
+
+
 @pytest.mark.parametrize("k,n", [(576, 1536), (1536, 576), (64, 128)])
-def test_int8_linear_error_is_int8_rounding_sized(k, n):
+def test_int8_linear_error_is_int8_rounding_sized(k, n, int8_kernel):
     """Per-row relative error bound 3 %: after the Hadamard rotation a row of weights or of activations is close
     to Gaussian (largest value ~3.2 sigma for these widths). Weights on 129 levels (step <= 3.2 sigma / 64) give a
     relative rms error of about 3.2 / 64 / sqrt(12) ~ 1.5 %, 8-bit activations (step 2 * 3.2 sigma / 255) about
@@ -79,7 +91,7 @@ def test_int8_linear_error_is_int8_rounding_sized(k, n):
         assert rel.min() > 0  # really int8 arithmetic, not the fp32 weights
 
 
-def test_int8_linear_keeps_shape_and_dtype_at_the_boundary():
+def test_int8_linear_keeps_shape_and_dtype_at_the_boundary(int8_kernel):
     torch.manual_seed(1)
     linear = nn.Linear(64, 32, bias=False)
     module = Int8Linear.from_float(linear)
@@ -104,7 +116,7 @@ def test_weights_use_the_saturation_free_levels_and_least_squares_clipping():
     assert err[0] < 0.97 * plain[0]
 
 
-def test_extreme_activations_times_extreme_weights_do_not_overflow():
+def test_extreme_activations_times_extreme_weights_do_not_overflow(int8_kernel):
     """All activations at the top of their range against weights all at +WEIGHT_MAX: the kernel's int16 pair
     sums (CPUs without VNNI) stay below 32767, so the output is the exact product within one activation step."""
     k, n = 256, 8
@@ -332,13 +344,15 @@ def test_stage_config_carries_the_decoder_gate_options(tmp_path):
 
 
 @pytest.mark.parametrize("k,plain", [(576, True), (72, False)])
-def test_one_row_takes_the_plain_kernel_only_where_it_is_exact(k, plain):
-    """torch's weight-only int8 kernel sums K in steps of 16 (other widths come out wrong), so a linear whose
-    input width is not a multiple of 16 keeps fbgemm for single rows too; both are int8-rounding accurate."""
+def test_one_row_takes_the_plain_kernel_only_where_it_is_exact(k, plain, monkeypatch):
+    """On torch's kernels: torch's weight-only int8 kernel sums K in steps of 16 (other widths come out wrong), so
+    a linear whose input width is not a multiple of 16 keeps fbgemm for single rows too; both are int8-rounding
+    accurate."""
+    monkeypatch.setenv("DEPLOYLM_INT8_KERNEL", "0")
     torch.manual_seed(3)
     linear = nn.Linear(k, 256)
     module = Int8Linear.from_float(linear)
-    assert (module._plain is not None) is plain
+    assert (module._matmul._plain is not None) is plain
     x = torch.randn(1, k)
     with torch.no_grad():
         ref, y = linear(x), module(x)

@@ -1,15 +1,13 @@
 """Weight-only int8 for decoders: every nn.Linear becomes an Int8Linear holding per-output-channel symmetric int8
-weights (one bf16-exact fp32 scale per row). A call with many rows (a prompt, a large decode batch) runs fbgemm's
-int8 GEMM (`torch.ops.quantized.linear_dynamic`); a call with a few rows runs torch's weight-only int8 kernel on
-the same int8 weights (see PLAIN_KERNEL_MAX_ROWS). The embedding table, norms and biases stay fp32; a head tied
-to the embedding gets its own int8 copy and the table keeps serving lookups.
+weights (one bf16-exact fp32 scale per row). How it multiplies (deploylm's C++ VNNI kernel, or torch's int8
+kernels where that cannot run) is optimize/int8_matmul.py. The embedding table, norms and biases stay fp32; a
+head tied to the embedding gets its own int8 copy and the table keeps serving lookups.
 
-fbgemm multiplies int8 weights with uint8 activations, which it quantises itself per tensor from the tensor's
-min and max. Three things keep that from costing accuracy (measured on SmolLM2, perplexity on SQuAD contexts):
+The activations are quantised to 8 bits at run time, one scale per token. Three things keep that from costing
+accuracy (measured on SmolLM2, perplexity on SQuAD contexts):
 
-- per token: one token (a batch-1 decode step) is passed as it is, so per tensor is per token. Several tokens (a
-  prompt, a packed batch) are first divided row by row by their largest magnitude and the output rows multiplied
-  back: an outlier token (decoders have them, often the first) would otherwise crush every other row's resolution.
+- per token: each token (row) gets its own activation scale: an outlier token (decoders have them, often the
+  first) would otherwise crush every other row's resolution.
 - rotation: inputs are multiplied by a block-diagonal Hadamard matrix H (orthogonal, blocks of up to 64
   channels) and the weights stored as W H, so y = (x H)(W H)^T = x W^T. It spreads the few huge activation
   channels of a decoder over their block, so one channel no longer sets the quantisation step of a whole token
@@ -27,14 +25,13 @@ from __future__ import annotations
 
 import functools
 import json
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import ArtifactError
+from .int8_matmul import matmul_for
 
 INT8_WEIGHTS = "model-int8.safetensors"
 FORMAT_TAG = "deploylm-weight-int8/1"
@@ -43,19 +40,10 @@ FORMAT_TAG = "deploylm-weight-int8/1"
 # weights must give up a bit; 7-bit activations cost far more perplexity than 7-bit weights. So weights use the
 # int8 levels -64..64 (2 * 255 * 64 < 32767: no saturation on any CPU) and activations all 8 bits. Fixed rather
 # than chosen per CPU, so that a variant computes the same numbers everywhere as where its gate measured it.
+# (deploylm's own VNNI kernel sums in int32 and needs no such margin; one weight format serves both kernels.)
 WEIGHT_MAX = 64
-REDUCE_RANGE = False
-# A decode step has one row (token) per sequence. For a few rows, torch's weight-only int8 kernel
-# (`torch._weight_int8pack_mm`: int8 weights, bf16 activations, fp32 accumulation) beats fbgemm, whose fixed cost
-# per call (quantising the activations, repacking them) dominates a matrix-vector product; from a few rows on, or
-# for a matrix with many outputs (a fused gate/up, an LM head), fbgemm's int8 GEMM wins (benchmarks/
-# decoder_kernels.py times both per shape and row count, weights read from memory as in a real step). The same
-# int8 weights and scales feed both, so a row computes nearly the same numbers either way.
-PLAIN_KERNEL_MAX_ROWS = 2
-PLAIN_KERNEL_MAX_OUT = 2048
 MAX_ROTATION_BLOCK = 64  # H stays 16 KiB (cache-resident); larger blocks add compute for little gain
 CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(17))  # 1.0 .. 0.6 of a row's largest magnitude
-_TINY = 1e-30
 
 
 def rotation_block(in_features: int) -> int:
@@ -78,23 +66,6 @@ def rotate(x: torch.Tensor, block: int) -> torch.Tensor:
     if not block:
         return x
     return (x.reshape(-1, block) @ hadamard(block)).reshape(x.shape)
-
-
-@contextmanager
-def _fbgemm():
-    """Pack with fbgemm (the packed object then runs fbgemm whatever the engine is later), quietly: torch 2.13
-    marks quantised tensor constructors deprecated, and they are the only way into these kernels."""
-    engines = torch.backends.quantized.supported_engines
-    previous = torch.backends.quantized.engine
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantize_per_channel.*deprecated", category=UserWarning)
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation.*", category=UserWarning)
-        if "fbgemm" in engines:
-            torch.backends.quantized.engine = "fbgemm"
-        try:
-            yield
-        finally:
-            torch.backends.quantized.engine = previous
 
 
 def quantize_weight(weight: torch.Tensor, rows_per_chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +93,8 @@ def quantize_weight(weight: torch.Tensor, rows_per_chunk: int = 4096) -> tuple[t
 
 
 class Int8Linear(nn.Module):
-    """y = x W^T + bias with W H held as int8 * scale on fbgemm's kernels (see the module docstring); the output
-    has the input's dtype. `rotation_block` 0 means no rotation."""
+    """y = x W^T + bias with W H held as int8 * scale (see the module docstring), multiplied by the kernel of
+    int8_matmul.matmul_for; the output has the input's dtype. `rotation_block` 0 means no rotation."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, rotation_block: int = 0):
         super().__init__()
@@ -134,8 +105,7 @@ class Int8Linear(nn.Module):
         self.rotation_block = rotation_block
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.tied_to: str | None = None  # the fp32 tensor this layer's weight was copied from, if shared
-        self._packed = None
-        self._plain = self._plain_scale = None
+        self._matmul = None
 
     @classmethod
     def from_float(cls, linear: nn.Linear) -> "Int8Linear":
@@ -162,33 +132,14 @@ class Int8Linear(nn.Module):
         if int(low) < -WEIGHT_MAX or int(high) > WEIGHT_MAX:
             raise ArtifactError(f"int8 weight values outside -{WEIGHT_MAX}..{WEIGHT_MAX} would overflow fbgemm's int16 "
                                 "sums on CPUs without VNNI; this is not a deploylm weight-int8 tensor.")
-        zeros = torch.zeros(self.out_features, dtype=torch.long)
-        # The plain kernel reads K in steps of 16 (other widths give wrong sums) and large matrices run faster
-        # on fbgemm even for one row: see PLAIN_KERNEL_MAX_ROWS.
-        use_plain = self.in_features % 16 == 0 and self.out_features <= PLAIN_KERNEL_MAX_OUT
-        self._plain = weight_int8.contiguous() if use_plain else None
-        self._plain_scale = scale.to(torch.bfloat16) if use_plain else None
-        with _fbgemm():
-            q = torch._make_per_channel_quantized_tensor(weight_int8.contiguous(), scale.double(), zeros, 0)
-            # The bias is added after the per-token rescaling in forward, so none is packed.
-            self._packed = torch.ops.quantized.linear_prepack(q, None)
+        self._matmul = matmul_for(weight_int8, scale)
 
     def int8_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(int8 [out, in], fp32 scale [out]) as packed; no copy is kept beside the packed form."""
-        q, _ = torch.ops.quantized.linear_unpack(self._packed)
-        return q.int_repr(), q.q_per_channel_scales().float()
+        """(int8 [out, in], fp32 scale [out]), unpacked from the kernel's layout (no other copy is kept)."""
+        return self._matmul.weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = rotate(x.reshape(-1, self.in_features).float(), self.rotation_block)  # [tokens, in]
-        if self._plain is not None and rows.shape[0] <= PLAIN_KERNEL_MAX_ROWS:
-            y = torch._weight_int8pack_mm(rows.to(torch.bfloat16), self._plain, self._plain_scale).float()
-        elif rows.shape[0] == 1:
-            y = torch.ops.quantized.linear_dynamic(rows, self._packed, REDUCE_RANGE)
-        else:
-            amax = rows.abs().amax(dim=1, keepdim=True).clamp_min_(_TINY)  # [tokens, 1]
-            y = torch.ops.quantized.linear_dynamic(rows / amax, self._packed, REDUCE_RANGE).mul_(amax)
-        if self.bias is not None:
-            y.add_(self.bias)
+        y = self._matmul(x.reshape(-1, self.in_features).float(), self.bias, self.rotation_block)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -247,23 +198,19 @@ def int8_summary(model: nn.Module) -> dict:
     fp32 = {n: t for n, t in model.state_dict().items()
             if not n.endswith((".weight_int8", ".weight_scale")) and t.is_floating_point()}
     return {
-        "kernel": "fbgemm torch.ops.quantized.linear_dynamic (rows above plain_kernel.max_rows)",
+        "kernel": next((m._matmul.kernel for m in int8.values()), None),
         "weights": f"int8 levels -{WEIGHT_MAX}..{WEIGHT_MAX}, symmetric, one fp32 scale per output channel "
                    "(least-squares clipping)",
         "rotation": "inputs times a block-diagonal Hadamard matrix, weights stored as W H",
         "rotation_blocks": {str(b): sum(m.rotation_block == b for m in int8.values())
                             for b in sorted({m.rotation_block for m in int8.values()})},
-        "activations": f"quantised at run time per token to uint8 ({'7' if REDUCE_RANGE else '8'} bits); "
-                       "output fp32",
+        "activations": "quantised at run time to 8 bits, one scale per token; output fp32",
         "int8_linears": sorted(int8),
         "tied_copies": {n: m.tied_to for n, m in sorted(int8.items()) if m.tied_to},
         "fp32_tensors": sorted(fp32),
-        "plain_kernel": {"kernel": "torch._weight_int8pack_mm (bf16 activations)",
-                         "max_rows": PLAIN_KERNEL_MAX_ROWS, "linears": sum(m._plain is not None for m in int8.values()),
-                         "note": "these linears keep their int8 weights twice in memory: fbgemm's packed form "
-                                 "and the plain rows this kernel reads"},
         "bytes": {"int8_weights": int8_bytes, "fp32_scales": scale_bytes,
-                  "int8_plain_copies": sum(m.in_features * m.out_features for m in int8.values() if m._plain is not None),
+                  # torch's weight-only kernel (int8_matmul.TorchMatmul) reads a second copy beside fbgemm's
+                  "int8_second_copies": sum(m._matmul.plain_copy_bytes() for m in int8.values()),
                   "fp32_other": sum(t.numel() * t.element_size() for t in fp32.values())},
     }
 

@@ -32,7 +32,7 @@ class Segment:
 
 class StepLayout:
     """The packed forward's segments, read by every layer's attention call. `kernel`: the compiled decode-attention
-    module (runtime/slab_kernel.py) or None; with it, every one-token (decode) segment of a float32 step is
+    module (runtime/cpp_kernels.py) or None; with it, every one-token (decode) segment of a float32 step is
     attended in one call per layer instead of one SDPA call per sequence."""
 
     def __init__(self, segments: list[Segment], kernel=None):

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ArtifactError, BackendUnavailableError
 from ..generation.types import StepBatch
-from . import slab_kernel
+from . import cpp_kernels
 from .compute import run_on_compute, set_threads
 from .decoder_attention import ATTN_IMPLEMENTATION, Segment, StepLayout, register
 
@@ -102,8 +102,8 @@ class TorchDecoderRunner:
         self.threads = threads or settings.num_threads()
         self._slabs: dict[int, torch.Tensor] = {}
         self._owner = threading.get_ident()
-        # The C++ decode-attention kernel for float32 KV (runtime/slab_kernel.py); None: SDPA per sequence.
-        self._kernel = slab_kernel.kernel() if self.dtype == torch.float32 else None
+        # The C++ decode-attention kernel for float32 KV (runtime/cpp_kernels.py); None: SDPA per sequence.
+        self._kernel = cpp_kernels.kernel() if self.dtype == torch.float32 else None
 
     @classmethod
     def from_artifact(cls, artifact, backend: str | None = None, max_context: int | None = None):

@@ -1,4 +1,4 @@
-// Decode attention over per-sequence KV slabs, every sequence of a step in one call (runtime/slab_kernel.py).
+// Decode attention over per-sequence KV slabs, every sequence of a step in one call (runtime/cpp_kernels.py).
 //
 // Why by hand: each sequence's KV lives in its own slab ([layers, 2, kv_heads, capacity, head_dim]), so torch's
 // attention runs one call per sequence and layer, and its fixed cost per call dominates a decode step of many
@@ -110,8 +110,4 @@ torch::Tensor slab_decode_attention(torch::Tensor q, torch::Tensor k_new, torch:
     }
   });
   return out;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("slab_decode_attention", &slab_decode_attention, "decode attention over per-sequence KV slabs");
 }

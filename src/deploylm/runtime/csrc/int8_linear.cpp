@@ -1,0 +1,268 @@
+// Weight-int8 linear for decoders: y = (x H) (W H)^T * scales + bias in one call (optimize/weight_int8.py).
+//
+// Why by hand: at the few rows of a decode step, torch's int8 paths pay more around the product than in it
+// (rotating, converting and quantising the activations are separate ops, and fbgemm quantises and repacks the
+// activations on every call), and neither of its kernels reads the int8 weights at the memory's speed. Here one
+// call rotates each row (a fast Walsh-Hadamard transform per block), quantises it symmetrically to int8 with one
+// scale per row, and multiplies it with AVX-512 VNNI (u8 x s8 -> s32, no int16 step that could saturate) over
+// weights packed so that one 64-byte load feeds 16 output channels.
+//
+// Integer sums are exact, so every implementation of this formula (the scalar fallback below, the torch
+// reference in the tests) gives the same numbers up to the float rounding of the epilogue.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define DEPLOYLM_VNNI 1
+#else
+#define DEPLOYLM_VNNI 0
+#endif
+
+namespace {
+
+constexpr int kTile = 16;   // output channels per 64-byte weight vector
+constexpr int kGroup = 4;   // k values per 32-bit lane (VNNI sums groups of four byte products)
+constexpr int kOffset = 128;  // activations are stored as u8 = q + 128; the weights' row sums remove it again
+
+// In place, natural (Sylvester) order, unnormalised: H_{2n} = [[H, H], [H, -H]], as weight_int8.hadamard.
+void fwht(float* v, int64_t n) {
+  for (int64_t h = 1; h < n; h <<= 1) {
+    for (int64_t i = 0; i < n; i += h << 1) {
+      for (int64_t j = i; j < i + h; ++j) {
+        const float a = v[j], b = v[j + h];
+        v[j] = a + b;
+        v[j + h] = a - b;
+      }
+    }
+  }
+}
+
+#if DEPLOYLM_VNNI
+// One butterfly stage of the transform inside a 16-float register: lanes whose `bit` is 0 get a + b, the others
+// b - a, where b is the lane `bit` away (the same sums, in the same order, as fwht's scalar loop).
+template <int bit>
+inline __m512 stage_in_register(__m512 v) {
+  __m512 b;
+  if (bit == 1) b = _mm512_permute_ps(v, 0xB1);
+  else if (bit == 2) b = _mm512_permute_ps(v, 0x4E);
+  else if (bit == 4) b = _mm512_shuffle_f32x4(v, v, 0xB1);
+  else b = _mm512_shuffle_f32x4(v, v, 0x4E);
+  __mmask16 upper = 0;
+  for (int i = 0; i < 16; ++i) upper |= ((i & bit) ? 1u : 0u) << i;
+  return _mm512_mask_sub_ps(_mm512_add_ps(v, b), upper, b, v);
+}
+
+// fwht over `block` floats (a multiple of 16) in place.
+void fwht16(float* v, int64_t block) {
+  for (int64_t r = 0; r < block; r += 16) {
+    __m512 x = _mm512_loadu_ps(v + r);
+    x = stage_in_register<8>(stage_in_register<4>(stage_in_register<2>(stage_in_register<1>(x))));
+    _mm512_storeu_ps(v + r, x);
+  }
+  for (int64_t h = 16; h < block; h <<= 1)
+    for (int64_t i = 0; i < block; i += h << 1)
+      for (int64_t j = i; j < i + h; j += 16) {
+        const __m512 a = _mm512_loadu_ps(v + j), b = _mm512_loadu_ps(v + j + h);
+        _mm512_storeu_ps(v + j, _mm512_add_ps(a, b));
+        _mm512_storeu_ps(v + j + h, _mm512_sub_ps(a, b));
+      }
+}
+#endif
+
+// One row: rotate, find its largest magnitude, quantise to u8 (q + 128, q in -127..127); the row's scale out.
+float quantize_row(const float* x, int64_t K, int64_t Kp, int64_t block, float* tmp, uint8_t* out) {
+  std::memcpy(tmp, x, K * sizeof(float));
+  float norm = 1.f;
+#if DEPLOYLM_VNNI
+  const bool wide = K % 16 == 0 && block % 16 == 0;  // every register full (block 0: no rotation)
+#else
+  const bool wide = false;
+#endif
+  if (block > 0) {
+    for (int64_t b = 0; b < K; b += block) {
+#if DEPLOYLM_VNNI
+      if (wide) { fwht16(tmp + b, block); continue; }
+#endif
+      fwht(tmp + b, block);
+    }
+    norm = 1.f / std::sqrt(static_cast<float>(block));
+  }
+  float amax = 0.f, poison = 0.f;  // poison: NaN once any value is NaN or infinite
+  for (int64_t k = 0; k < K; ++k) {
+    amax = std::max(amax, std::fabs(tmp[k]));
+    poison += tmp[k] * 0.f;
+  }
+  if (!(amax > 0.f) || std::isnan(poison)) {  // all zeros: 0; a non-finite input: NaN outputs, as fp32 would give
+    std::memset(out, kOffset, Kp);
+    return std::isnan(poison) ? std::numeric_limits<float>::quiet_NaN() : 0.f;
+  }
+  const float inv = 127.f / amax;
+  int64_t k = 0;
+#if DEPLOYLM_VNNI
+  if (wide) {  // cvtps rounds to nearest even, as nearbyint does below
+    const __m512 vinv = _mm512_set1_ps(inv);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(kOffset);
+    for (; k < K; k += 16) {
+      __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(tmp + k), vinv));
+      q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), off);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), _mm512_cvtepi32_epi8(q));
+    }
+  }
+#endif
+  for (; k < K; ++k) {
+    const float q = std::nearbyint(tmp[k] * inv);
+    out[k] = static_cast<uint8_t>(static_cast<int>(std::min(127.f, std::max(-127.f, q))) + kOffset);
+  }
+  std::memset(out + K, kOffset, Kp - K);
+  return amax / 127.f * norm;
+}
+
+struct Problem {
+  const uint8_t* a;     // [M, Kp] u8 activations
+  const int8_t* w;      // [tiles, K4, 16, 4] packed weights
+  const int32_t* wsum;  // [tiles * 16] row sums of the weights (kOffset * wsum is taken off every sum)
+  const float* ws;      // [N] weight scales
+  const float* xs;      // [M] activation scales
+  const float* bias;    // [N] or null
+  float* y;             // [M, N]
+  int64_t M, N, K4;
+};
+
+#if DEPLOYLM_VNNI
+// acc += a (u8) . b (s8), in place. Written as asm because GCC 12 copies every accumulator register around each
+// _mm512_dpbusd_epi32 intrinsic, twice the instructions of the loop itself.
+inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+  return acc;
+}
+
+// MR rows x NR tiles of 16 channels, starting at row m0 and tile t0: the sums stay in registers over all of K.
+template <int MR, int NR>
+void vnni_block(const Problem& p, int64_t m0, int64_t t0) {
+  __m512i acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
+  const int64_t lda = p.K4 * kGroup, tile_bytes = p.K4 * kTile * kGroup;
+  const int8_t* w = p.w + t0 * tile_bytes;
+  const uint8_t* a = p.a + m0 * lda;
+  for (int64_t k4 = 0; k4 < p.K4; ++k4) {
+    __m512i b[NR];
+    for (int j = 0; j < NR; ++j) b[j] = _mm512_loadu_si512(w + j * tile_bytes + k4 * kTile * kGroup);
+    for (int i = 0; i < MR; ++i) {
+      int32_t four;
+      std::memcpy(&four, a + i * lda + k4 * kGroup, sizeof(four));
+      const __m512i x = _mm512_set1_epi32(four);
+      for (int j = 0; j < NR; ++j) acc[i][j] = dpbusd(acc[i][j], x, b[j]);
+    }
+  }
+  for (int j = 0; j < NR; ++j) {
+    const int64_t n0 = (t0 + j) * kTile;
+    const int64_t valid = std::min<int64_t>(kTile, p.N - n0);
+    const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
+    const __m512i off = _mm512_mullo_epi32(_mm512_loadu_si512(p.wsum + n0), _mm512_set1_epi32(kOffset));
+    const __m512 ws = _mm512_maskz_loadu_ps(mask, p.ws + n0);
+    const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + n0) : _mm512_setzero_ps();
+    for (int i = 0; i < MR; ++i) {
+      const __m512 sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][j], off));
+      const __m512 scale = _mm512_mul_ps(ws, _mm512_set1_ps(p.xs[m0 + i]));
+      _mm512_mask_storeu_ps(p.y + (m0 + i) * p.N + n0, mask, _mm512_fmadd_ps(sums, scale, bias));
+    }
+  }
+}
+
+template <int NR>
+void vnni_rows(const Problem& p, int64_t m0, int64_t rows, int64_t t0) {
+  switch (rows) {
+    case 1: return vnni_block<1, NR>(p, m0, t0);
+    case 2: return vnni_block<2, NR>(p, m0, t0);
+    case 3: return vnni_block<3, NR>(p, m0, t0);
+    case 4: return vnni_block<4, NR>(p, m0, t0);
+    case 5: return vnni_block<5, NR>(p, m0, t0);
+    default: return vnni_block<6, NR>(p, m0, t0);
+  }
+}
+#endif
+
+// Same sums, one channel at a time: CPUs without AVX-512 VNNI (correct, not fast; weight_int8 prefers
+// torch's kernels there, see has_vnni).
+void scalar_tile(const Problem& p, int64_t m, int64_t t) {
+  const int8_t* w = p.w + t * p.K4 * kTile * kGroup;
+  const uint8_t* a = p.a + m * p.K4 * kGroup;
+  for (int c = 0; c < kTile; ++c) {
+    const int64_t n = t * kTile + c;
+    if (n >= p.N) break;
+    int64_t sum = 0;
+    for (int64_t k4 = 0; k4 < p.K4; ++k4)
+      for (int g = 0; g < kGroup; ++g)
+        sum += static_cast<int32_t>(a[k4 * kGroup + g]) * w[(k4 * kTile + c) * kGroup + g];
+    const float v = static_cast<float>(sum - static_cast<int64_t>(kOffset) * p.wsum[n]);
+    p.y[m * p.N + n] = v * (p.ws[n] * p.xs[m]) + (p.bias ? p.bias[n] : 0.f);
+  }
+}
+
+// Tiles [t_begin, t_end) for every row: each thread keeps its weights in cache while it walks the rows.
+void run_tiles(const Problem& p, int64_t t_begin, int64_t t_end) {
+#if DEPLOYLM_VNNI
+  const bool few = p.M <= 2;  // matrix-vector: more tiles at once keep more independent sums in flight
+  const int64_t nr = few ? 4 : 2;
+  int64_t t = t_begin;
+  for (; t + nr <= t_end; t += nr)
+    for (int64_t m = 0; m < p.M; m += 6) {
+      const int64_t rows = std::min<int64_t>(6, p.M - m);
+      few ? vnni_rows<4>(p, m, rows, t) : vnni_rows<2>(p, m, rows, t);
+    }
+  for (; t < t_end; ++t)
+    for (int64_t m = 0; m < p.M; m += 6) vnni_rows<1>(p, m, std::min<int64_t>(6, p.M - m), t);
+#else
+  for (int64_t t = t_begin; t < t_end; ++t)
+    for (int64_t m = 0; m < p.M; ++m) scalar_tile(p, m, t);
+#endif
+}
+
+}  // namespace
+
+bool has_vnni() { return DEPLOYLM_VNNI != 0; }
+
+// x [M, K] float32; packed [tiles, K4, 16, 4] int8; wsum [tiles * 16] int32; scale [N] float32; bias [N] or
+// empty; block: the Hadamard block the weights were rotated with (0: none). Returns [M, N] float32.
+torch::Tensor int8_linear(torch::Tensor x, torch::Tensor packed, torch::Tensor wsum, torch::Tensor scale,
+                          c10::optional<torch::Tensor> bias, int64_t block) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "int8_linear: x must be float32 [rows, in]");
+  TORCH_CHECK(packed.dim() == 4 && packed.scalar_type() == at::kChar && packed.size(2) == kTile &&
+              packed.size(3) == kGroup && packed.is_contiguous(), "int8_linear: packed must be int8 [tiles, K/4, 16, 4]");
+  x = x.contiguous();
+  const int64_t M = x.size(0), K = x.size(1), K4 = packed.size(1), Kp = K4 * kGroup, N = scale.size(0);
+  TORCH_CHECK(Kp >= K && Kp - K < kGroup, "int8_linear: x has ", K, " features, the weights ", Kp);
+  TORCH_CHECK(packed.size(0) * kTile >= N && wsum.numel() == packed.size(0) * kTile, "int8_linear: shapes disagree");
+  TORCH_CHECK(block == 0 || K % block == 0, "int8_linear: rotation block does not divide the features");
+  const float* bp = nullptr;
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->numel() == N && bias->scalar_type() == at::kFloat && bias->is_contiguous(), "int8_linear: bias");
+    bp = bias->data_ptr<float>();
+  }
+  auto y = torch::empty({M, N}, x.options());
+  if (M == 0) return y;
+  std::vector<uint8_t> a(M * Kp);
+  std::vector<float> xs(M);
+  const float* xp = x.data_ptr<float>();
+  at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> tmp(K);
+    for (int64_t m = begin; m < end; ++m) xs[m] = quantize_row(xp + m * K, K, Kp, block, tmp.data(), &a[m * Kp]);
+  });
+  const Problem p{a.data(), packed.data_ptr<int8_t>(), wsum.data_ptr<int32_t>(), scale.data_ptr<float>(),
+                  xs.data(), bp, y.data_ptr<float>(), M, N, K4};
+  const int64_t tiles = (N + kTile - 1) / kTile;
+  // Split channels, not rows: a thread reads each weight once; grain keeps a split at whole 4-tile groups.
+  at::parallel_for(0, (tiles + 3) / 4, 1, [&](int64_t begin, int64_t end) {
+    run_tiles(p, begin * 4, std::min(tiles, end * 4));
+  });
+  return y;
+}
