@@ -15,7 +15,7 @@ from torch import nn
 from deploylm.artifacts import Artifact
 from deploylm.errors import ArtifactError, ConfigError, DataError, GateError
 from deploylm.optimize.decoder_gate import DecoderGateOptions, agreement, is_slower, judge_decoder, squad_contexts
-from deploylm.optimize.weight_int8 import (INT8_WEIGHTS, WEIGHT_MAX, Int8Linear, load_int8_model, quantize_linears,
+from deploylm.optimize.weight_int8 import (FULL_LEVELS, INT8_WEIGHTS, SAFE_LEVELS, Int8Linear, load_int8_model, quantize_linears,
                                            quantize_weight, save_int8)
 from tiny_decoders import ARCHS, make_tiny_decoder
 
@@ -101,30 +101,51 @@ def test_int8_linear_keeps_shape_and_dtype_at_the_boundary(int8_kernel):
     assert module.bias is None
 
 
-def test_weights_use_the_saturation_free_levels_and_least_squares_clipping():
+@pytest.mark.parametrize("levels", [SAFE_LEVELS, FULL_LEVELS])
+def test_weights_use_their_levels_and_least_squares_clipping(levels):
     torch.manual_seed(2)
     w = torch.rand(48, 4096) * 2 - 1
     w[0, 0] = 1.5  # a mild outlier: clipping it a little costs less than coarsening 4095 other weights
-    q, scale = quantize_weight(w)
-    assert q.dtype == torch.int8 and int(q.abs().max()) <= WEIGHT_MAX
+    q, scale = quantize_weight(w, levels)
+    assert q.dtype == torch.int8 and int(q.abs().max()) == levels
     assert torch.equal(scale.bfloat16().float(), scale)  # the plain kernel's bf16 scales lose nothing
     err = ((q.float() * scale[:, None] - w) ** 2).sum(1)
     # the no-clipping candidate: the row's largest magnitude sets the (bf16-rounded) step
-    absmax_scale = (w.abs().amax(1, keepdim=True) / WEIGHT_MAX).bfloat16().float()
-    plain = ((torch.round(w / absmax_scale).clamp(-WEIGHT_MAX, WEIGHT_MAX) * absmax_scale - w) ** 2).sum(1)
+    absmax_scale = (w.abs().amax(1, keepdim=True) / levels).bfloat16().float()
+    plain = ((torch.round(w / absmax_scale).clamp(-levels, levels) * absmax_scale - w) ** 2).sum(1)
     assert (err <= plain * (1 + 1e-6)).all()
-    assert err[0] < 0.97 * plain[0]
+    assert err[0] < (0.97 if levels == SAFE_LEVELS else 0.995) * plain[0]  # finer levels: clipping gains less
 
 
-def test_extreme_activations_times_extreme_weights_do_not_overflow(int8_kernel):
-    """All activations at the top of their range against weights all at +WEIGHT_MAX: the kernel's int16 pair
-    sums (CPUs without VNNI) stay below 32767, so the output is the exact product within one activation step."""
-    k, n = 256, 8
-    module = Int8Linear.from_int8(torch.full((n, k), WEIGHT_MAX, dtype=torch.int8), torch.full((n,), 0.01), None)
-    x = torch.ones(1, k)
-    x[0, 0] = -1e-3  # range [-0.001, 1]: the value 1 quantises to 255
-    exact = x @ torch.full((k, n), WEIGHT_MAX * 0.01)
-    assert torch.allclose(module(x), exact, rtol=0.01)
+def test_full_levels_halve_the_weight_error():
+    torch.manual_seed(5)
+    w = torch.randn(64, 1024)
+    errors = {}
+    for levels in (SAFE_LEVELS, FULL_LEVELS):
+        q, scale = quantize_weight(w, levels)
+        errors[levels] = float((q.float() * scale[:, None] - w).norm() / w.norm())
+    assert errors[FULL_LEVELS] < 0.6 * errors[SAFE_LEVELS], errors
+
+
+@pytest.mark.parametrize("k", [256, 72])  # 72: a width torch's weight-only kernel cannot sum (dequantised path)
+def test_extreme_activations_times_extreme_weights_do_not_overflow(int8_kernel, k):
+    """All activations at the top of their range against weights all at the top of their levels: no kernel's
+    sums saturate (fbgemm's int16 pair sums on CPUs without VNNI only ever see SAFE_LEVELS weights; full-range
+    weights on torch's kernels take the weight-only kernel), so the output is the exact product within one
+    activation step."""
+    n = 8
+    for levels in (SAFE_LEVELS, FULL_LEVELS):
+        module = Int8Linear.from_int8(torch.full((n, k), levels, dtype=torch.int8), torch.full((n,), 0.01), None)
+        x = torch.ones(1, k)
+        x[0, 0] = -1e-3  # range [-0.001, 1]: the value 1 quantises to 255
+        exact = x @ torch.full((k, n), levels * 0.01)
+        assert torch.allclose(module(x), exact, rtol=0.01), (levels, module._matmul.kernel)
+        assert torch.allclose(module(x.repeat(5, 1)), exact.repeat(5, 1), rtol=0.01), (levels, module._matmul.kernel)
+
+
+def test_levels_follow_the_kernel_that_runs_here(int8_kernel):
+    module = Int8Linear.from_float(nn.Linear(64, 32))
+    assert module.levels == (FULL_LEVELS if int8_kernel == "vnni" else SAFE_LEVELS)
 
 
 # --- whole models ------------------------------------------------------------------------------------------------
@@ -186,9 +207,9 @@ def test_load_refuses_damaged_weights(env, tmp_path):
     save_file({k: v for k, v in state.items() if k != key}, str(path), metadata=meta)
     with pytest.raises(ArtifactError, match="down_proj"):
         load_int8_model(tmp_path)
-    state[key] = torch.full_like(state[key], 127)  # outside the saturation-free levels
+    state[key] = torch.full_like(state[key], -128)  # int8, but outside the symmetric levels
     save_file(state, str(path), metadata=meta)
-    with pytest.raises(ArtifactError, match="overflow"):
+    with pytest.raises(ArtifactError, match="outside the symmetric range"):
         load_int8_model(tmp_path)
     with pytest.raises(ArtifactError, match="weight-int8"):
         load_int8_model(arts["llama"].path)

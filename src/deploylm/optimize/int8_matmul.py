@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import torch
 
-# fbgemm's reduce_range (7-bit activations) is off: weight_int8.WEIGHT_MAX keeps its int16 sums from saturating.
+# fbgemm's reduce_range (7-bit activations) is off: weight_int8.SAFE_LEVELS keeps its int16 sums from saturating.
 REDUCE_RANGE = False
 # A decode step has one row (token) per sequence. For a few rows, torch's weight-only int8 kernel
 # (`torch._weight_int8pack_mm`: int8 weights, bf16 activations, fp32 accumulation) beats fbgemm, whose fixed cost
@@ -33,11 +33,14 @@ TILE, GROUP = 16, 4  # the C++ kernel's packing: 16 output channels x 4 consecut
 _TINY = 1e-30
 
 
-def matmul_for(weight_int8: torch.Tensor, scale: torch.Tensor) -> "VnniMatmul | TorchMatmul":
+def matmul_for(weight_int8: torch.Tensor, scale: torch.Tensor, fbgemm_safe: bool) -> "VnniMatmul | TorchMatmul":
+    """`fbgemm_safe`: the weights keep to weight_int8.SAFE_LEVELS, so fbgemm cannot saturate on them."""
     from ..runtime import cpp_kernels
 
     module = cpp_kernels.int8_kernel()
-    return VnniMatmul(module, weight_int8, scale) if module is not None else TorchMatmul(weight_int8, scale)
+    if module is not None:
+        return VnniMatmul(module, weight_int8, scale)
+    return TorchMatmul(weight_int8, scale, fbgemm_safe)
 
 
 class VnniMatmul:
@@ -84,16 +87,27 @@ def _fbgemm():
 
 
 class TorchMatmul:
-    kernel = "fbgemm torch.ops.quantized.linear_dynamic; torch._weight_int8pack_mm (bf16 activations) for " \
-             f"up to {PLAIN_KERNEL_MAX_ROWS} rows"
+    @property
+    def kernel(self) -> str:
+        if self._plain_only:
+            return "torch._weight_int8pack_mm (bf16 activations) for every row count: full-range weights"
+        return ("fbgemm torch.ops.quantized.linear_dynamic; torch._weight_int8pack_mm (bf16 activations) for up to "
+                f"{PLAIN_KERNEL_MAX_ROWS} rows")
 
-    def __init__(self, weight_int8: torch.Tensor, scale: torch.Tensor):
+    def __init__(self, weight_int8: torch.Tensor, scale: torch.Tensor, fbgemm_safe: bool = True):
         out_features, in_features = weight_int8.shape
         # The plain kernel reads K in steps of 16 (other widths give wrong sums) and large matrices run faster
-        # on fbgemm even for one row: see PLAIN_KERNEL_MAX_ROWS.
-        use_plain = in_features % 16 == 0 and out_features <= PLAIN_KERNEL_MAX_OUT
+        # on fbgemm even for one row: see PLAIN_KERNEL_MAX_ROWS. Weights fbgemm could saturate on never reach it:
+        # the plain kernel takes every row count (or, at widths it cannot sum, the weights dequantised).
+        self._plain_only = not fbgemm_safe
+        use_plain = in_features % 16 == 0 and (out_features <= PLAIN_KERNEL_MAX_OUT or self._plain_only)
         self._plain = weight_int8.contiguous() if use_plain else None
         self._plain_scale = scale.to(torch.bfloat16) if use_plain else None
+        self._weight, self._scale = weight_int8.contiguous(), scale.float()
+        if self._plain_only:
+            self._packed = None
+            return
+        self._weight = self._scale = None  # fbgemm's packed form keeps them
         zeros = torch.zeros(out_features, dtype=torch.long)
         with _fbgemm():
             q = torch._make_per_channel_quantized_tensor(weight_int8.contiguous(), scale.double(), zeros, 0)
@@ -104,7 +118,9 @@ class TorchMatmul:
         from .weight_int8 import rotate
 
         rows = rotate(rows, block)
-        if self._plain is not None and rows.shape[0] <= PLAIN_KERNEL_MAX_ROWS:
+        if self._plain_only and self._plain is None:  # full-range weights at a width the plain kernel cannot sum
+            y = rows @ (self._weight.float() * self._scale[:, None]).t()
+        elif self._plain is not None and (rows.shape[0] <= PLAIN_KERNEL_MAX_ROWS or self._plain_only):
             y = torch._weight_int8pack_mm(rows.to(torch.bfloat16), self._plain, self._plain_scale).float()
         elif rows.shape[0] == 1:  # one row: per tensor is per row
             y = torch.ops.quantized.linear_dynamic(rows, self._packed, REDUCE_RANGE)
@@ -114,8 +130,10 @@ class TorchMatmul:
         return y if bias is None else y.add_(bias)
 
     def weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._packed is None:
+            return self._weight.clone(), self._scale.clone()
         q, _ = torch.ops.quantized.linear_unpack(self._packed)
         return q.int_repr(), q.q_per_channel_scales().float()
 
     def plain_copy_bytes(self) -> int:
-        return 0 if self._plain is None else self._plain.numel()
+        return 0 if self._plain is None or self._packed is None else self._plain.numel()

@@ -12,7 +12,7 @@ accuracy (measured on SmolLM2, perplexity on SQuAD contexts):
   channels) and the weights stored as W H, so y = (x H)(W H)^T = x W^T. It spreads the few huge activation
   channels of a decoder over their block, so one channel no longer sets the quantisation step of a whole token
   (measured: +5.6 % perplexity without it, under +2 % with it).
-- weight levels: see WEIGHT_MAX. Each row's scale is the one of a small grid of clipping ratios that gives the
+- weight levels: see FULL_LEVELS. Each row's scale is the one of a small grid of clipping ratios that gives the
   least squared error (a row's largest weight alone would otherwise set its step).
 
 On disk (save_int8): `model-int8.safetensors` with `<module>.weight_int8` (int8, W H), `<module>.weight_scale`
@@ -35,13 +35,16 @@ from .int8_matmul import matmul_for
 
 INT8_WEIGHTS = "model-int8.safetensors"
 FORMAT_TAG = "deploylm-weight-int8/1"
-# On CPUs without VNNI (AVX2, AVX-512 without VNNI) fbgemm adds pairs of u8 x s8 products in int16, which
-# saturates (checked here: all-255 activations x all-127 weights gave half the true sum). Either activations or
-# weights must give up a bit; 7-bit activations cost far more perplexity than 7-bit weights. So weights use the
-# int8 levels -64..64 (2 * 255 * 64 < 32767: no saturation on any CPU) and activations all 8 bits. Fixed rather
-# than chosen per CPU, so that a variant computes the same numbers everywhere as where its gate measured it.
-# (deploylm's own VNNI kernel sums in int32 and needs no such margin; one weight format serves both kernels.)
-WEIGHT_MAX = 64
+# Weight levels. deploylm's C++ kernel (int8_matmul.VnniMatmul) sums u8 x s8 products in int32, so weights use
+# the full int8 range -127..127 (FULL_LEVELS). fbgemm on CPUs without VNNI (AVX2, AVX-512 without VNNI) adds pairs
+# of products in int16, which saturates (checked here: all-255 activations x all-127 weights gave half the true
+# sum); weights on -64..64 (SAFE_LEVELS: 2 * 255 * 64 < 32767) never saturate it. A variant is quantised on the
+# levels of the kernel that will run it here (`weight_levels`); one with full levels loaded where only torch's
+# kernels run takes torch's weight-only kernel for every row count (int8_matmul.TorchMatmul), never fbgemm.
+# Full levels halve the weights' rounding error (measured on SmolLM2: the perplexity increase falls to about a
+# third), which is why they are not given up everywhere for the sake of fbgemm.
+FULL_LEVELS = 127
+SAFE_LEVELS = 64
 MAX_ROTATION_BLOCK = 64  # H stays 16 KiB (cache-resident); larger blocks add compute for little gain
 CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(17))  # 1.0 .. 0.6 of a row's largest magnitude
 
@@ -68,9 +71,20 @@ def rotate(x: torch.Tensor, block: int) -> torch.Tensor:
     return (x.reshape(-1, block) @ hadamard(block)).reshape(x.shape)
 
 
-def quantize_weight(weight: torch.Tensor, rows_per_chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per row: (int8 [out, in] in -WEIGHT_MAX..WEIGHT_MAX, fp32 scale [out]) with
+def weight_levels() -> int:
+    """FULL_LEVELS where deploylm's C++ int8 kernel runs (this CPU has AVX-512 VNNI, the kernel built), else
+    SAFE_LEVELS."""
+    from ..runtime import cpp_kernels
+
+    return FULL_LEVELS if cpp_kernels.int8_kernel() is not None else SAFE_LEVELS
+
+
+def quantize_weight(weight: torch.Tensor, levels: int = SAFE_LEVELS,
+                    rows_per_chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per row: (int8 [out, in] in -levels..levels, fp32 scale [out]) with
     weight ~= int8 * scale[:, None]; each row's scale from the clipping ratio of least squared error."""
+    if not 1 <= levels <= FULL_LEVELS:
+        raise ValueError(f"int8 weight levels must be 1..{FULL_LEVELS}, not {levels}")
     qs, scales = [], []
     for w in weight.detach().float().split(rows_per_chunk):
         amax = w.abs().amax(dim=1, keepdim=True)
@@ -78,8 +92,8 @@ def quantize_weight(weight: torch.Tensor, rows_per_chunk: int = 4096) -> tuple[t
         best_q, best_s, best_err = None, None, None
         for ratio in CLIP_RATIOS:
             # bf16-exact: the plain kernel takes bf16 scales, so rounding them there must change nothing
-            scale = (amax * ratio / WEIGHT_MAX).to(torch.bfloat16).float()
-            q = torch.round(w / scale).clamp_(-WEIGHT_MAX, WEIGHT_MAX)
+            scale = (amax * ratio / levels).to(torch.bfloat16).float()
+            q = torch.round(w / scale).clamp_(-levels, levels)
             err = (q * scale - w).square_().sum(dim=1, keepdim=True)
             if best_q is None:
                 best_q, best_s, best_err = q, scale, err
@@ -108,9 +122,10 @@ class Int8Linear(nn.Module):
         self._matmul = None
 
     @classmethod
-    def from_float(cls, linear: nn.Linear) -> "Int8Linear":
+    def from_float(cls, linear: nn.Linear, levels: int | None = None) -> "Int8Linear":
+        """Quantised on `levels` (default: weight_levels() of this machine)."""
         block = rotation_block(linear.in_features)
-        q, scale = quantize_weight(rotate(linear.weight.detach().float(), block))
+        q, scale = quantize_weight(rotate(linear.weight.detach().float(), block), levels or weight_levels())
         bias = None if linear.bias is None else linear.bias.detach().float()
         return cls.from_int8(q, scale, bias, block)
 
@@ -129,10 +144,11 @@ class Int8Linear(nn.Module):
             raise ArtifactError(f"int8 weight of shape {tuple(weight_int8.shape)} ({weight_int8.dtype}) does not fit "
                                 f"a linear {self.in_features} -> {self.out_features}; the artifact is damaged.")
         low, high = torch.aminmax(weight_int8) if weight_int8.numel() else (0, 0)
-        if int(low) < -WEIGHT_MAX or int(high) > WEIGHT_MAX:
-            raise ArtifactError(f"int8 weight values outside -{WEIGHT_MAX}..{WEIGHT_MAX} would overflow fbgemm's int16 "
-                                "sums on CPUs without VNNI; this is not a deploylm weight-int8 tensor.")
-        self._matmul = matmul_for(weight_int8, scale)
+        if int(low) < -FULL_LEVELS:
+            raise ArtifactError(f"int8 weight value {int(low)} is outside the symmetric range -{FULL_LEVELS}.."
+                                f"{FULL_LEVELS}; this is not a deploylm weight-int8 tensor.")
+        self.levels = max(-int(low), int(high))
+        self._matmul = matmul_for(weight_int8, scale, fbgemm_safe=self.levels <= SAFE_LEVELS)
 
     def int8_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(int8 [out, in], fp32 scale [out]), unpacked from the kernel's layout (no other copy is kept)."""
@@ -174,17 +190,18 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def quantize_linears(model: nn.Module) -> nn.Module:
-    """Swap every nn.Linear for an Int8Linear, in place (any architecture: modules are found by type, not name).
-    A linear whose weight is shared with another module (a head tied to the embedding) is quantised from a
-    copy; the other module keeps its fp32 tensor."""
+def quantize_linears(model: nn.Module, levels: int | None = None) -> nn.Module:
+    """Swap every nn.Linear for an Int8Linear, in place (any architecture: modules are found by type, not name),
+    on `levels` (default: weight_levels()). A linear whose weight is shared with another module (a head tied to
+    the embedding) is quantised from a copy; the other module keeps its fp32 tensor."""
+    levels = levels or weight_levels()
     owners: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         owners.setdefault(id(param), []).append(name)
     linears = [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear]
     for name, linear in linears:
         shared = [o for o in owners.get(id(linear.weight), []) if o != f"{name}.weight"]
-        module = Int8Linear.from_float(linear)
+        module = Int8Linear.from_float(linear, levels)
         module.tied_to = shared[0] if shared else None
         _set_module(model, name, module)
     return model
@@ -197,9 +214,10 @@ def int8_summary(model: nn.Module) -> dict:
     scale_bytes = sum(4 * m.out_features for m in int8.values())
     fp32 = {n: t for n, t in model.state_dict().items()
             if not n.endswith((".weight_int8", ".weight_scale")) and t.is_floating_point()}
+    levels = max((m.levels for m in int8.values()), default=0)
     return {
         "kernel": next((m._matmul.kernel for m in int8.values()), None),
-        "weights": f"int8 levels -{WEIGHT_MAX}..{WEIGHT_MAX}, symmetric, one fp32 scale per output channel "
+        "weights": f"int8 levels -{levels}..{levels}, symmetric, one fp32 scale per output channel "
                    "(least-squares clipping)",
         "rotation": "inputs times a block-diagonal Hadamard matrix, weights stored as W H",
         "rotation_blocks": {str(b): sum(m.rotation_block == b for m in int8.values())

@@ -3,9 +3,9 @@
 // Why by hand: at the few rows of a decode step, torch's int8 paths pay more around the product than in it
 // (rotating, converting and quantising the activations are separate ops, and fbgemm quantises and repacks the
 // activations on every call), and neither of its kernels reads the int8 weights at the memory's speed. Here one
-// call rotates each row (a fast Walsh-Hadamard transform per block), quantises it symmetrically to int8 with one
-// scale per row, and multiplies it with AVX-512 VNNI (u8 x s8 -> s32, no int16 step that could saturate) over
-// weights packed so that one 64-byte load feeds 16 output channels.
+// call rotates each row (a fast Walsh-Hadamard transform per block), quantises it to u8 on the row's own range
+// (a scale and a zero point per row), and multiplies it with AVX-512 VNNI (u8 x s8 -> s32, no int16 step that
+// could saturate) over weights packed so that one 64-byte load feeds 16 output channels.
 //
 // Integer sums are exact, so every implementation of this formula (the scalar fallback below, the torch
 // reference in the tests) gives the same numbers up to the float rounding of the epilogue.
@@ -30,7 +30,6 @@ namespace {
 
 constexpr int kTile = 16;   // output channels per 64-byte weight vector
 constexpr int kGroup = 4;   // k values per 32-bit lane (VNNI sums groups of four byte products)
-constexpr int kOffset = 128;  // activations are stored as u8 = q + 128; the weights' row sums remove it again
 
 // In place, natural (Sylvester) order, unnormalised: H_{2n} = [[H, H], [H, -H]], as weight_int8.hadamard.
 void fwht(float* v, int64_t n) {
@@ -77,8 +76,14 @@ void fwht16(float* v, int64_t block) {
 }
 #endif
 
-// One row: rotate, find its largest magnitude, quantise to u8 (q + 128, q in -127..127); the row's scale out.
-float quantize_row(const float* x, int64_t K, int64_t Kp, int64_t block, float* tmp, uint8_t* out) {
+struct RowScale {
+  float step;    // the value of one u8 level
+  int32_t zero;  // the u8 level of 0
+};
+
+// One row: rotate, then quantise to u8 on its own range (asymmetric: a row whose values lean to one side keeps
+// all 256 levels for them).
+RowScale quantize_row(const float* x, int64_t K, int64_t Kp, int64_t block, float* tmp, uint8_t* out) {
   std::memcpy(tmp, x, K * sizeof(float));
   float norm = 1.f;
 #if DEPLOYLM_VNNI
@@ -95,42 +100,45 @@ float quantize_row(const float* x, int64_t K, int64_t Kp, int64_t block, float* 
     }
     norm = 1.f / std::sqrt(static_cast<float>(block));
   }
-  float amax = 0.f, poison = 0.f;  // poison: NaN once any value is NaN or infinite
+  // The row's range, widened to hold 0 (so 0 and the padding are exact): 255 steps from lo to hi.
+  float lo = 0.f, hi = 0.f, poison = 0.f;  // poison: NaN once any value is NaN or infinite
   for (int64_t k = 0; k < K; ++k) {
-    amax = std::max(amax, std::fabs(tmp[k]));
+    lo = std::min(lo, tmp[k]);
+    hi = std::max(hi, tmp[k]);
     poison += tmp[k] * 0.f;
   }
-  if (!(amax > 0.f) || std::isnan(poison)) {  // all zeros: 0; a non-finite input: NaN outputs, as fp32 would give
-    std::memset(out, kOffset, Kp);
-    return std::isnan(poison) ? std::numeric_limits<float>::quiet_NaN() : 0.f;
+  if (!(hi > lo) || std::isnan(poison)) {  // all zeros: 0; a non-finite input: NaN outputs, as fp32 would give
+    std::memset(out, 0, Kp);
+    return {std::isnan(poison) ? std::numeric_limits<float>::quiet_NaN() : 0.f, 0};
   }
-  const float inv = 127.f / amax;
+  const float step = (hi - lo) / 255.f, inv = 1.f / step;
+  const int32_t zero = static_cast<int32_t>(std::min(255.f, std::max(0.f, std::nearbyint(-lo * inv))));
   int64_t k = 0;
 #if DEPLOYLM_VNNI
   if (wide) {  // cvtps rounds to nearest even, as nearbyint does below
     const __m512 vinv = _mm512_set1_ps(inv);
-    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(kOffset);
+    const __m512i low = _mm512_setzero_si512(), high = _mm512_set1_epi32(255), zp = _mm512_set1_epi32(zero);
     for (; k < K; k += 16) {
-      __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(tmp + k), vinv));
-      q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), off);
+      __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(tmp + k), vinv)), zp);
+      q = _mm512_min_epi32(_mm512_max_epi32(q, low), high);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), _mm512_cvtepi32_epi8(q));
     }
   }
 #endif
   for (; k < K; ++k) {
-    const float q = std::nearbyint(tmp[k] * inv);
-    out[k] = static_cast<uint8_t>(static_cast<int>(std::min(127.f, std::max(-127.f, q))) + kOffset);
+    const float q = std::nearbyint(tmp[k] * inv) + static_cast<float>(zero);
+    out[k] = static_cast<uint8_t>(std::min(255.f, std::max(0.f, q)));
   }
-  std::memset(out + K, kOffset, Kp - K);
-  return amax / 127.f * norm;
+  std::memset(out + K, static_cast<int>(zero), Kp - K);
+  return {step * norm, zero};
 }
 
 struct Problem {
   const uint8_t* a;     // [M, Kp] u8 activations
   const int8_t* w;      // [tiles, K4, 16, 4] packed weights
-  const int32_t* wsum;  // [tiles * 16] row sums of the weights (kOffset * wsum is taken off every sum)
+  const int32_t* wsum;  // [tiles * 16] row sums of the weights (zero * wsum is taken off every sum)
   const float* ws;      // [N] weight scales
-  const float* xs;      // [M] activation scales
+  const RowScale* xs;   // [M] activation scales and zero points
   const float* bias;    // [N] or null
   float* y;             // [M, N]
   int64_t M, N, K4;
@@ -167,12 +175,13 @@ void vnni_block(const Problem& p, int64_t m0, int64_t t0) {
     const int64_t n0 = (t0 + j) * kTile;
     const int64_t valid = std::min<int64_t>(kTile, p.N - n0);
     const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
-    const __m512i off = _mm512_mullo_epi32(_mm512_loadu_si512(p.wsum + n0), _mm512_set1_epi32(kOffset));
+    const __m512i wsum = _mm512_loadu_si512(p.wsum + n0);
     const __m512 ws = _mm512_maskz_loadu_ps(mask, p.ws + n0);
     const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + n0) : _mm512_setzero_ps();
     for (int i = 0; i < MR; ++i) {
+      const __m512i off = _mm512_mullo_epi32(wsum, _mm512_set1_epi32(p.xs[m0 + i].zero));
       const __m512 sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][j], off));
-      const __m512 scale = _mm512_mul_ps(ws, _mm512_set1_ps(p.xs[m0 + i]));
+      const __m512 scale = _mm512_mul_ps(ws, _mm512_set1_ps(p.xs[m0 + i].step));
       _mm512_mask_storeu_ps(p.y + (m0 + i) * p.N + n0, mask, _mm512_fmadd_ps(sums, scale, bias));
     }
   }
@@ -203,8 +212,8 @@ void scalar_tile(const Problem& p, int64_t m, int64_t t) {
     for (int64_t k4 = 0; k4 < p.K4; ++k4)
       for (int g = 0; g < kGroup; ++g)
         sum += static_cast<int32_t>(a[k4 * kGroup + g]) * w[(k4 * kTile + c) * kGroup + g];
-    const float v = static_cast<float>(sum - static_cast<int64_t>(kOffset) * p.wsum[n]);
-    p.y[m * p.N + n] = v * (p.ws[n] * p.xs[m]) + (p.bias ? p.bias[n] : 0.f);
+    const float v = static_cast<float>(sum - static_cast<int64_t>(p.xs[m].zero) * p.wsum[n]);
+    p.y[m * p.N + n] = v * (p.ws[n] * p.xs[m].step) + (p.bias ? p.bias[n] : 0.f);
   }
 }
 
@@ -251,7 +260,7 @@ torch::Tensor int8_linear(torch::Tensor x, torch::Tensor packed, torch::Tensor w
   auto y = torch::empty({M, N}, x.options());
   if (M == 0) return y;
   std::vector<uint8_t> a(M * Kp);
-  std::vector<float> xs(M);
+  std::vector<RowScale> xs(M);
   const float* xp = x.data_ptr<float>();
   at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> tmp(K);
