@@ -148,11 +148,18 @@ def test_llama_shaped_models_take_the_lean_forward_and_others_do_not(tiny, monke
     assert _runner(path, tok)._lean is None
 
 
-def test_without_the_decode_kernel_matches_generate_too(tiny):
-    """The SDPA-per-sequence fallback (no compiler, or DEPLOYLM_DECODE_KERNEL=0) gives the same tokens; by default
-    the runner uses the kernel for float32 KV."""
+def test_without_the_decode_kernel_matches_generate_too(tiny, monkeypatch):
+    """Attention through SDPA per sequence with the C++ norm and rotary ops, and then torch's ops throughout (no
+    compiler, or DEPLOYLM_DECODE_KERNEL=0), give the same tokens; by default the runner uses the C++ kernels for
+    float32 models."""
     arch, path, tok, expected = tiny
     runner = _runner(path, tok)
     assert runner._kernel is not None  # built by `make install`: see runtime/cpp_kernels.py
+    if runner._lean is not None:
+        assert runner._lean.ops is runner._kernel
     runner._kernel = None
+    _each_alone_matches(runner, tok, expected, arch)
+    monkeypatch.setenv("DEPLOYLM_DECODE_KERNEL", "0")
+    runner = _runner(path, tok)
+    assert runner._kernel is None and (runner._lean is None or runner._lean.ops is None)
     _each_alone_matches(runner, tok, expected, arch)

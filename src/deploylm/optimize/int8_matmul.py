@@ -29,7 +29,9 @@ REDUCE_RANGE = False
 # decoder_kernels.py times both per shape and row count, weights read from memory as in a real step).
 PLAIN_KERNEL_MAX_ROWS = 2
 PLAIN_KERNEL_MAX_OUT = 2048
-TILE, GROUP = 16, 4  # the C++ kernel's packing: 16 output channels x 4 consecutive inputs per 64-byte vector
+# The C++ kernel's packing: 16 output channels x 4 consecutive inputs per 64-byte vector; PANEL such vectors of
+# neighbouring channels side by side per 4 inputs, so a panel's weights are one sequential stream.
+TILE, GROUP, PANEL = 16, 4, 2
 _TINY = 1e-30
 
 
@@ -48,11 +50,12 @@ class VnniMatmul:
 
     def __init__(self, module, weight_int8: torch.Tensor, scale: torch.Tensor):
         n, k = weight_int8.shape
-        n_pad, k_pad = -(-n // TILE) * TILE, -(-k // GROUP) * GROUP
+        width = TILE * PANEL
+        n_pad, k_pad = -(-n // width) * width, -(-k // GROUP) * GROUP
         padded = torch.zeros(n_pad, k_pad, dtype=torch.int8)
         padded[:n, :k] = weight_int8
         self._module, self._shape = module, (n, k)
-        self._packed = padded.view(n_pad // TILE, TILE, k_pad // GROUP, GROUP).permute(0, 2, 1, 3).contiguous()
+        self._packed = padded.view(n_pad // width, PANEL, TILE, k_pad // GROUP, GROUP).permute(0, 3, 1, 2, 4).contiguous()
         self._row_sums = padded.sum(dim=1, dtype=torch.int32)
         self._scale = scale.float().contiguous()
 
@@ -61,8 +64,8 @@ class VnniMatmul:
 
     def weight(self) -> tuple[torch.Tensor, torch.Tensor]:
         n, k = self._shape
-        tiles, k4 = self._packed.shape[:2]
-        full = self._packed.permute(0, 2, 1, 3).reshape(tiles * TILE, k4 * GROUP)
+        panels, k4 = self._packed.shape[:2]
+        full = self._packed.permute(0, 2, 3, 1, 4).reshape(panels * PANEL * TILE, k4 * GROUP)
         return full[:n, :k].contiguous(), self._scale.clone()
 
     def plain_copy_bytes(self) -> int:

@@ -15,6 +15,10 @@ Here each layer is
     h  = post_attention_layernorm(x)
     x  = x + down_proj(act(gate) * up)          # gate and up fused into one matrix product
 
+With deploylm's C++ ops (runtime/csrc/decoder_ops.cpp; float32 models), the norms, the residual adds and the
+rotary embedding are one call each (`add_rms_norm_` folds a residual add into the next norm), and a step of only
+decode tokens calls the decode-attention kernel directly: about a dozen ops per layer instead of sixty-odd.
+
 A model whose layers do anything else (Gemma's extra norms and scaled embeddings, q/k norms, soft-capping,
 per-layer-type rotary) keeps transformers' forward: `fast_path_for` returns None for it.
 """
@@ -41,8 +45,9 @@ def _is_plain_layer(layer: nn.Module) -> bool:
         all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn"))
 
 
-def fast_path_for(model: nn.Module) -> "LeanDecoder | None":
-    """A LeanDecoder for `model` (a *ForCausalLM) when every layer is Llama-shaped, else None."""
+def fast_path_for(model: nn.Module, ops=None) -> "LeanDecoder | None":
+    """A LeanDecoder for `model` (a *ForCausalLM) when every layer is Llama-shaped, else None; `ops` as in
+    LeanDecoder."""
     body = getattr(model, "model", None)
     if type(body).__name__ not in FAST_MODELS or not hasattr(model, "lm_head"):
         return None
@@ -50,7 +55,7 @@ def fast_path_for(model: nn.Module) -> "LeanDecoder | None":
         return None
     if not all(_is_plain_layer(layer) for layer in body.layers):
         return None
-    return LeanDecoder(model)
+    return LeanDecoder(model, ops)
 
 
 def fuse_linears(parts: list[nn.Module]) -> nn.Module:
@@ -70,6 +75,14 @@ def fuse_linears(parts: list[nn.Module]) -> nn.Module:
         return Int8Linear.from_int8(torch.cat([w for w, _ in weights]), torch.cat([s for _, s in weights]), bias,
                                     parts[0].rotation_block)
     raise TypeError(f"cannot fuse linears of types {sorted({type(p).__name__ for p in parts})}")
+
+
+def _norm_parts(norm: nn.Module) -> tuple[torch.Tensor, float] | None:
+    """(weight, eps) of a plain RMSNorm (x / sqrt(mean(x^2) + eps) * weight), else None."""
+    weight, eps = getattr(norm, "weight", None), getattr(norm, "variance_epsilon", None)
+    if type(norm).__name__ not in ("LlamaRMSNorm", "Qwen2RMSNorm") or weight is None or eps is None:
+        return None
+    return weight, float(eps)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -93,6 +106,8 @@ class _Layer:
         self.kv_width = attn.k_proj.out_features
         self.inter = mlp.gate_proj.out_features
         self.act = mlp.act_fn
+        self.rotated_heads = (self.q_width + self.kv_width) // self.head_dim
+        self.in_parts, self.post_parts = _norm_parts(self.in_norm), _norm_parts(self.post_norm)
         attn.qkv_proj = fuse_linears([attn.q_proj, attn.k_proj, attn.v_proj])
         mlp.gate_up_proj = fuse_linears([mlp.gate_proj, mlp.up_proj])
         for name in ("q_proj", "k_proj", "v_proj"):
@@ -115,18 +130,55 @@ class _Layer:
         return x + self.mlp.down_proj(self.act(gate_up[:, :self.inter]) * gate_up[:, self.inter:])
 
 
-class LeanDecoder:
-    """The packed forward of a Llama-shaped causal LM: token ids [T] -> logits of the `keep` rows."""
+    def with_ops(self, ops, x: torch.Tensor, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 layout: StepLayout, next_norm: tuple[torch.Tensor, float]) -> torch.Tensor:
+        """The same layer on deploylm's C++ ops: `h` is this layer's normed input, `x` the residual stream
+        (updated in place); returns `next_norm` applied to the new x (the next layer's input norm, or the
+        model's final norm)."""
+        tokens, d = x.shape[0], self.head_dim
+        qkv = self.attn.qkv_proj(h)
+        ops.rotary_(qkv, cos, sin, self.rotated_heads, d)
+        q = qkv[:, :self.q_width].view(tokens, -1, d)
+        k = qkv[:, self.q_width:self.q_width + self.kv_width].view(tokens, -1, d)
+        v = qkv[:, self.q_width + self.kv_width:].view(tokens, -1, d)
+        if layout.all_decode:  # every row one sequence's next token: the kernel writes K/V and attends in place
+            window = -1 if self.sliding_window is None else int(self.sliding_window)
+            out = layout.kernel.slab_decode_attention(q, k, v, layout.decode_slabs, layout.decode_starts,
+                                                      self.layer_idx, float(self.scaling), window)
+        else:
+            out, _ = slab_attention(self, q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+                                    scaling=self.scaling, sliding_window=self.sliding_window, deploylm_layout=layout)
+        h = ops.add_rms_norm_(x, self.attn.o_proj(out.reshape(tokens, -1)), *self.post_parts)
+        gate_up = self.mlp.gate_up_proj(h)
+        mlp_out = self.mlp.down_proj(self.act(gate_up[:, :self.inter]) * gate_up[:, self.inter:])
+        return ops.add_rms_norm_(x, mlp_out, *next_norm)
 
-    def __init__(self, model: nn.Module):
+
+class LeanDecoder:
+    """The packed forward of a Llama-shaped causal LM: token ids [T] -> logits of the `keep` rows. `ops`: the C++
+    module of runtime/cpp_kernels.py (float32 models), or None for torch ops throughout."""
+
+    def __init__(self, model: nn.Module, ops=None):
         body = model.model
         self.model, self.embed, self.rotary, self.norm = model, body.embed_tokens, body.rotary_emb, body.norm
         self.layers = [_Layer(layer) for layer in body.layers]
+        parts = [p for layer in self.layers for p in (layer.in_parts, layer.post_parts)] + [_norm_parts(self.norm)]
+        self.ops = ops if all(p is not None for p in parts) else None
 
     def __call__(self, ids: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor,
                  layout: StepLayout) -> torch.Tensor:
         x = self.embed(ids)  # [T, hidden]
         cos, sin = self.rotary(x[None], positions[None])  # [1, T, head_dim] each
+        ops = self.ops if x.dtype == torch.float32 else None
+        if ops is not None:
+            x = x.contiguous()
+            cos, sin = cos[0].contiguous(), sin[0].contiguous()
+            h = ops.rms_norm(x, *self.layers[0].in_parts)
+            final = _norm_parts(self.norm)
+            for i, layer in enumerate(self.layers):
+                nxt = self.layers[i + 1].in_parts if i + 1 < len(self.layers) else final
+                h = layer.with_ops(ops, x, h, cos, sin, layout, nxt)
+            return self.model.lm_head(h[keep])
         cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # broadcast over heads
         for layer in self.layers:
             x = layer(x, cos, sin, layout)

@@ -89,7 +89,10 @@ class TorchDecoderRunner:
         self.kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         # Fuses projections in place, so before the linears are transposed; None: transformers' forward runs.
-        self._lean = fast_path_for(model) if settings.decoder_fast_path() else None
+        float32 = next(p.dtype for p in model.parameters() if p.is_floating_point()) == torch.float32
+        # The C++ decode kernels (runtime/cpp_kernels.py) for float32 models; None: torch's ops and SDPA.
+        self._kernel = cpp_kernels.kernel() if float32 else None
+        self._lean = fast_path_for(model, self._kernel) if settings.decoder_fast_path() else None
         if transposed_linears if transposed_linears is not None else settings.decoder_transposed_linears():
             transpose_linears(model)
         self.dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
@@ -102,8 +105,6 @@ class TorchDecoderRunner:
         self.threads = threads or settings.num_threads()
         self._slabs: dict[int, torch.Tensor] = {}
         self._owner = threading.get_ident()
-        # The C++ decode-attention kernel for float32 KV (runtime/cpp_kernels.py); None: SDPA per sequence.
-        self._kernel = cpp_kernels.kernel() if self.dtype == torch.float32 else None
 
     @classmethod
     def from_artifact(cls, artifact, backend: str | None = None, max_context: int | None = None):

@@ -26,9 +26,11 @@
 #define DEPLOYLM_VNNI 0
 #endif
 
+int64_t g_prefetch = 4096;
 namespace {
 
 constexpr int kTile = 16;   // output channels per 64-byte weight vector
+constexpr int kPanel = 2;   // tiles whose weights are interleaved k-step by k-step: one sequential stream
 constexpr int kGroup = 4;   // k values per 32-bit lane (VNNI sums groups of four byte products)
 
 // In place, natural (Sylvester) order, unnormalised: H_{2n} = [[H, H], [H, -H]], as weight_int8.hadamard.
@@ -135,8 +137,8 @@ RowScale quantize_row(const float* x, int64_t K, int64_t Kp, int64_t block, floa
 
 struct Problem {
   const uint8_t* a;     // [M, Kp] u8 activations
-  const int8_t* w;      // [tiles, K4, 16, 4] packed weights
-  const int32_t* wsum;  // [tiles * 16] row sums of the weights (zero * wsum is taken off every sum)
+  const int8_t* w;      // [groups, K4, kPanel, 16, 4] packed weights
+  const int32_t* wsum;  // [groups * kPanel * 16] row sums of the weights (zero * wsum is taken off every sum)
   const float* ws;      // [N] weight scales
   const RowScale* xs;   // [M] activation scales and zero points
   const float* bias;    // [N] or null
@@ -152,18 +154,24 @@ inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
   return acc;
 }
 
-// MR rows x NR tiles of 16 channels, starting at row m0 and tile t0: the sums stay in registers over all of K.
-template <int MR, int NR>
-void vnni_block(const Problem& p, int64_t m0, int64_t t0) {
+// MR rows x one panel (kPanel tiles of 16 channels), from row m0: the sums stay in registers over all of K, and
+// the panel's weights are read as one sequential stream.
+template <int MR>
+void vnni_block(const Problem& p, int64_t m0, int64_t panel) {
+  constexpr int NR = kPanel;
   __m512i acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
-  const int64_t lda = p.K4 * kGroup, tile_bytes = p.K4 * kTile * kGroup;
-  const int8_t* w = p.w + t0 * tile_bytes;
+  const int64_t lda = p.K4 * kGroup, step = NR * kTile * kGroup;
+  const int8_t* w = p.w + panel * p.K4 * step;
   const uint8_t* a = p.a + m0 * lda;
-  for (int64_t k4 = 0; k4 < p.K4; ++k4) {
+  for (int64_t k4 = 0; k4 < p.K4; ++k4, w += step) {
     __m512i b[NR];
-    for (int j = 0; j < NR; ++j) b[j] = _mm512_loadu_si512(w + j * tile_bytes + k4 * kTile * kGroup);
+    if (g_prefetch) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + g_prefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(w + g_prefetch + 64), _MM_HINT_T0);
+    }
+    for (int j = 0; j < NR; ++j) b[j] = _mm512_loadu_si512(w + j * kTile * kGroup);
     for (int i = 0; i < MR; ++i) {
       int32_t four;
       std::memcpy(&four, a + i * lda + k4 * kGroup, sizeof(four));
@@ -172,7 +180,8 @@ void vnni_block(const Problem& p, int64_t m0, int64_t t0) {
     }
   }
   for (int j = 0; j < NR; ++j) {
-    const int64_t n0 = (t0 + j) * kTile;
+    const int64_t n0 = (panel * NR + j) * kTile;
+    if (n0 >= p.N) break;
     const int64_t valid = std::min<int64_t>(kTile, p.N - n0);
     const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1u);
     const __m512i wsum = _mm512_loadu_si512(p.wsum + n0);
@@ -187,70 +196,64 @@ void vnni_block(const Problem& p, int64_t m0, int64_t t0) {
   }
 }
 
-template <int NR>
-void vnni_rows(const Problem& p, int64_t m0, int64_t rows, int64_t t0) {
+void vnni_rows(const Problem& p, int64_t m0, int64_t rows, int64_t panel) {
   switch (rows) {
-    case 1: return vnni_block<1, NR>(p, m0, t0);
-    case 2: return vnni_block<2, NR>(p, m0, t0);
-    case 3: return vnni_block<3, NR>(p, m0, t0);
-    case 4: return vnni_block<4, NR>(p, m0, t0);
-    case 5: return vnni_block<5, NR>(p, m0, t0);
-    default: return vnni_block<6, NR>(p, m0, t0);
+    case 1: return vnni_block<1>(p, m0, panel);
+    case 2: return vnni_block<2>(p, m0, panel);
+    case 3: return vnni_block<3>(p, m0, panel);
+    case 4: return vnni_block<4>(p, m0, panel);
+    case 5: return vnni_block<5>(p, m0, panel);
+    default: return vnni_block<6>(p, m0, panel);
   }
 }
 #endif
 
 // Same sums, one channel at a time: CPUs without AVX-512 VNNI (correct, not fast; weight_int8 prefers
 // torch's kernels there, see has_vnni).
-void scalar_tile(const Problem& p, int64_t m, int64_t t) {
-  const int8_t* w = p.w + t * p.K4 * kTile * kGroup;
+void scalar_panel(const Problem& p, int64_t m, int64_t panel) {
+  const int8_t* w = p.w + panel * p.K4 * kPanel * kTile * kGroup;
   const uint8_t* a = p.a + m * p.K4 * kGroup;
-  for (int c = 0; c < kTile; ++c) {
-    const int64_t n = t * kTile + c;
+  for (int c = 0; c < kPanel * kTile; ++c) {
+    const int64_t n = panel * kPanel * kTile + c;
     if (n >= p.N) break;
     int64_t sum = 0;
     for (int64_t k4 = 0; k4 < p.K4; ++k4)
       for (int g = 0; g < kGroup; ++g)
-        sum += static_cast<int32_t>(a[k4 * kGroup + g]) * w[(k4 * kTile + c) * kGroup + g];
+        sum += static_cast<int32_t>(a[k4 * kGroup + g]) * w[(k4 * kPanel * kTile + c) * kGroup + g];
     const float v = static_cast<float>(sum - static_cast<int64_t>(p.xs[m].zero) * p.wsum[n]);
     p.y[m * p.N + n] = v * (p.ws[n] * p.xs[m].step) + (p.bias ? p.bias[n] : 0.f);
   }
 }
 
-// Tiles [t_begin, t_end) for every row: each thread keeps its weights in cache while it walks the rows.
-void run_tiles(const Problem& p, int64_t t_begin, int64_t t_end) {
+// Panels [begin, end) for every row: each thread keeps a panel's weights in cache while it walks the rows.
+void run_panels(const Problem& p, int64_t begin, int64_t end) {
+  for (int64_t panel = begin; panel < end; ++panel) {
 #if DEPLOYLM_VNNI
-  const bool few = p.M <= 2;  // matrix-vector: more tiles at once keep more independent sums in flight
-  const int64_t nr = few ? 4 : 2;
-  int64_t t = t_begin;
-  for (; t + nr <= t_end; t += nr)
-    for (int64_t m = 0; m < p.M; m += 6) {
-      const int64_t rows = std::min<int64_t>(6, p.M - m);
-      few ? vnni_rows<4>(p, m, rows, t) : vnni_rows<2>(p, m, rows, t);
-    }
-  for (; t < t_end; ++t)
-    for (int64_t m = 0; m < p.M; m += 6) vnni_rows<1>(p, m, std::min<int64_t>(6, p.M - m), t);
+    for (int64_t m = 0; m < p.M; m += 6) vnni_rows(p, m, std::min<int64_t>(6, p.M - m), panel);
 #else
-  for (int64_t t = t_begin; t < t_end; ++t)
-    for (int64_t m = 0; m < p.M; ++m) scalar_tile(p, m, t);
+    for (int64_t m = 0; m < p.M; ++m) scalar_panel(p, m, panel);
 #endif
+  }
 }
 
 }  // namespace
 
 bool has_vnni() { return DEPLOYLM_VNNI != 0; }
+void set_prefetch(int64_t d) { g_prefetch = d; }
 
-// x [M, K] float32; packed [tiles, K4, 16, 4] int8; wsum [tiles * 16] int32; scale [N] float32; bias [N] or
+// x [M, K] float32; packed [panels, K4, panel tiles, 16, 4] int8; wsum [panels * panel tiles * 16] int32; scale [N] float32; bias [N] or
 // empty; block: the Hadamard block the weights were rotated with (0: none). Returns [M, N] float32.
 torch::Tensor int8_linear(torch::Tensor x, torch::Tensor packed, torch::Tensor wsum, torch::Tensor scale,
                           c10::optional<torch::Tensor> bias, int64_t block) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "int8_linear: x must be float32 [rows, in]");
-  TORCH_CHECK(packed.dim() == 4 && packed.scalar_type() == at::kChar && packed.size(2) == kTile &&
-              packed.size(3) == kGroup && packed.is_contiguous(), "int8_linear: packed must be int8 [tiles, K/4, 16, 4]");
+  TORCH_CHECK(packed.dim() == 5 && packed.scalar_type() == at::kChar && packed.size(2) == kPanel &&
+              packed.size(3) == kTile && packed.size(4) == kGroup && packed.is_contiguous(),
+              "int8_linear: packed must be int8 [panels, K/4, ", kPanel, ", 16, 4]");
   x = x.contiguous();
   const int64_t M = x.size(0), K = x.size(1), K4 = packed.size(1), Kp = K4 * kGroup, N = scale.size(0);
   TORCH_CHECK(Kp >= K && Kp - K < kGroup, "int8_linear: x has ", K, " features, the weights ", Kp);
-  TORCH_CHECK(packed.size(0) * kTile >= N && wsum.numel() == packed.size(0) * kTile, "int8_linear: shapes disagree");
+  const int64_t panels = packed.size(0), width = panels * kPanel * kTile;
+  TORCH_CHECK(width >= N && wsum.numel() == width, "int8_linear: shapes disagree");
   TORCH_CHECK(block == 0 || K % block == 0, "int8_linear: rotation block does not divide the features");
   const float* bp = nullptr;
   if (bias.has_value() && bias->defined()) {
@@ -268,10 +271,7 @@ torch::Tensor int8_linear(torch::Tensor x, torch::Tensor packed, torch::Tensor w
   });
   const Problem p{a.data(), packed.data_ptr<int8_t>(), wsum.data_ptr<int32_t>(), scale.data_ptr<float>(),
                   xs.data(), bp, y.data_ptr<float>(), M, N, K4};
-  const int64_t tiles = (N + kTile - 1) / kTile;
-  // Split channels, not rows: a thread reads each weight once; grain keeps a split at whole 4-tile groups.
-  at::parallel_for(0, (tiles + 3) / 4, 1, [&](int64_t begin, int64_t end) {
-    run_tiles(p, begin * 4, std::min(tiles, end * 4));
-  });
+  // Split channels, not rows: a thread reads each weight once.
+  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) { run_panels(p, begin, end); });
   return y;
 }
