@@ -69,6 +69,74 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return acc;
 }
 
+#if defined(__AVX512F__)
+// 16 lanes of r: the sums of v[0..15]'s lanes, in order (three shuffle-and-add levels instead of sixteen
+// horizontal reductions).
+inline __m512 sum16(const __m512* v) {
+  __m512 a[8], b[4], c[2];
+  for (int i = 0; i < 8; ++i)
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {
+    const __m512d x = _mm512_castps_pd(a[2 * i]), y = _mm512_castps_pd(a[2 * i + 1]);
+    b[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  for (int i = 0; i < 2; ++i)
+    c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0xDD));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x88), _mm512_shuffle_f32x4(c[0], c[1], 0xDD));
+}
+
+// One query head over L positions, D = 16 * NV: scores 16 positions at a time, softmax, then the weighted sum of
+// V with the output in registers.
+template <int NV>
+void attend_one(const float* q, const float* K, const float* V, int64_t L, float sc, float* scores, float* out) {
+  constexpr int64_t D = 16 * NV;
+  __m512 qv[NV];
+  for (int c = 0; c < NV; ++c) qv[c] = _mm512_loadu_ps(q + c * 16);
+  __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t t0 = 0; t0 < L; t0 += 16) {
+    const int64_t n = std::min<int64_t>(16, L - t0);
+    __m512 part[16];
+    for (int64_t j = 0; j < 16; ++j) {
+      if (j >= n) { part[j] = _mm512_setzero_ps(); continue; }
+      const float* kt = K + (t0 + j) * D;
+      __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kt));
+      for (int c = 1; c < NV; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kt + c * 16), acc);
+      part[j] = acc;
+    }
+    const __mmask16 valid = static_cast<__mmask16>((1u << n) - 1u);
+    const __m512 s = _mm512_mul_ps(sum16(part), _mm512_set1_ps(sc));
+    _mm512_mask_storeu_ps(scores + t0, valid, s);
+    mx = _mm512_mask_max_ps(mx, valid, mx, s);
+  }
+  const float total = exp_shifted(scores, L, _mm512_reduce_max_ps(mx));
+  __m512 acc[NV];
+  for (int c = 0; c < NV; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < L; ++t) {
+    const __m512 pt = _mm512_set1_ps(scores[t]);
+    const float* vt = V + t * D;
+    for (int c = 0; c < NV; ++c) acc[c] = _mm512_fmadd_ps(pt, _mm512_loadu_ps(vt + c * 16), acc[c]);
+  }
+  const __m512 inv = _mm512_set1_ps(1.f / total);
+  for (int c = 0; c < NV; ++c) _mm512_storeu_ps(out + c * 16, _mm512_mul_ps(acc[c], inv));
+}
+
+// Every query head of one KV head through attend_one, if the head size is one it covers; false otherwise.
+bool attend_vector(const float* q, int64_t G, int64_t D, const float* K, const float* V, int64_t L, float sc,
+                   std::vector<float>& scores, float* out) {
+  if (D != 64 && D != 128 && D != 256) return false;
+  scores.resize(L + 16);
+  for (int64_t g = 0; g < G; ++g) {
+    const float* qg = q + g * D;
+    float* og = out + g * D;
+    if (D == 64) attend_one<4>(qg, K, V, L, sc, scores.data(), og);
+    else if (D == 128) attend_one<8>(qg, K, V, L, sc, scores.data(), og);
+    else attend_one<16>(qg, K, V, L, sc, scores.data(), og);
+  }
+  return true;
+}
+#endif
+
 }  // namespace
 
 torch::Tensor slab_decode_attention(torch::Tensor q, torch::Tensor k_new, torch::Tensor v_new,
@@ -120,6 +188,9 @@ torch::Tensor slab_decode_attention(torch::Tensor q, torch::Tensor k_new, torch:
       const int64_t L = stop - lo;
       const float* K = base[b] + h * head_stride[b] + lo * D;
       const float* V = K + kv_stride[b];
+#if defined(__AVX512F__)
+      if (attend_vector(qp + (b * H + h * G) * D, G, D, K, V, L, sc, scores, op + (b * H + h * G) * D)) continue;
+#endif
       scores.assign(G * L, 0.f);
       std::vector<float> mx(G, -std::numeric_limits<float>::infinity());
       for (int64_t t = 0; t < L; ++t) {  // one pass over K: every query head of this KV head
