@@ -30,8 +30,9 @@ HEAD_SCALE = 10.0  # tiny classifier heads: see build_tiny_artifact
 
 
 def build_tiny_artifact(out: Path, task: str = "classification", labels=None, seed: int = 0, max_length: int = 64,
-                        attn: str = "eager"):
-    """A real deploylm artifact holding a random 2-layer BERT (hidden 32) with the MiniLM tokenizer."""
+                        attn: str = "eager", **sizes):
+    """A real deploylm artifact holding a random 2-layer BERT (hidden 32) with the MiniLM tokenizer; `sizes`
+    (BertConfig fields such as hidden_size) make it bigger where a test needs real activation sizes."""
     import torch
     from transformers import AutoTokenizer, BertConfig
 
@@ -42,8 +43,8 @@ def build_tiny_artifact(out: Path, task: str = "classification", labels=None, se
         labels = ["negative", "positive"] if task == "classification" else ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(minilm_dir())
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, num_labels=len(labels),
+    shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, **sizes}
+    cfg = BertConfig(vocab_size=tok.vocab_size, **shape, max_position_embeddings=128, num_labels=len(labels),
                      initializer_range=0.2,  # with HEAD_SCALE: logit gaps of a few units, so parity has decisions
                      id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
     import transformers

@@ -40,12 +40,25 @@ class TorchRunner:
         set_threads(self.threads)
         feeds = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items() if k in self.input_names}
         with torch.inference_mode():
-            if self.dtype == "bf16":
+            if self.dtype == "bf16":  # its matmuls need oneDNN
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     out = self.model(**feeds)
             else:
-                out = self.model(**feeds)
+                out = self._forward_without_onednn(feeds)
         return {"logits": out.logits.float().numpy()}
+
+    def _forward_without_onednn(self, feeds: dict):
+        """In an fp32 encoder only GELU goes to oneDNN, which builds and caches a primitive per input shape:
+        a server whose batches take ever new shapes kept that memory and paid the build on most calls.
+        ATen's own GELU keeps nothing per shape. The switch is process-wide, but every torch op runs on this
+        one compute thread (runtime/compute.py), so no other op runs while it is off."""
+        torch = self._torch
+        enabled = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            return self.model(**feeds)
+        finally:
+            torch.backends.mkldnn.enabled = enabled
 
 
 @register_runner("transformers")
