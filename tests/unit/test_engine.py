@@ -4,6 +4,7 @@ results, token budget, queue full, deadlines, cancellation, runner failure, drai
 from __future__ import annotations
 
 import asyncio
+import platform
 import threading
 
 import numpy as np
@@ -14,6 +15,7 @@ from deploylm.evaluation import load_tokenizer
 from deploylm.serving.batcher import BatchConfig
 from deploylm.serving.engine import Engine, ServedModel
 from deploylm.serving.limits import Limits
+from deploylm.serving.memory import HeapTrimmer, malloc_trim
 from deploylm.serving.metrics import ServerMetrics
 from deploylm.tasks import get_task
 
@@ -249,6 +251,23 @@ def test_close_drains_queued_requests_then_refuses_new_ones(tokenizer):
     done, err = asyncio.run(scenario())
     assert len(done) == 4 and all(d[0]["label"] in ("odd", "even") for d in done)
     assert err.status == 503 and not engine.ready
+
+
+def test_batcher_hands_freed_heap_back_every_few_batches(tokenizer):
+    """Batch shapes vary, and freed activations of one size stay in the heap as holes the next does not fit
+    (serving/memory.py): the batcher trims after every `every`-th batch, off the event loop."""
+    engine, runner, _ = make_engine(tokenizer)
+    trims = []
+    engine.get("m").batcher.trimmer = HeapTrimmer(every=3, trim=lambda pad: trims.append(pad) or 1)
+
+    async def one_batch_each():
+        for text in TEXTS:  # one at a time: each request is a batch of its own
+            await engine.submit("m", [text])
+
+    asyncio.run(one_batch_each())
+    engine.close()  # joins the batcher thread: every after-batch call has happened
+    assert len(runner.calls) == len(TEXTS) and trims == [0] * (len(TEXTS) // 3)
+    assert malloc_trim() is not None or platform.libc_ver()[0] != "glibc"  # the real one, on glibc
 
 
 @pytest.mark.parametrize("inputs, words", [

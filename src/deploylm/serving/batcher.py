@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from ..errors import RequestError
 from ..runtime.batching import length_batches, pad_batch
+from .memory import HeapTrimmer
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ class Batcher:
     """Queue + batcher thread for one model. `decode(logits_row, aux) -> prediction` runs in the thread."""
 
     def __init__(self, name: str, runner, decode: Callable[[Any, Any], Any], pad_id: int, config: BatchConfig,
-                 metrics=None, labels: tuple[str, ...] | None = None):
+                 metrics=None, labels: tuple[str, ...] | None = None, trimmer: HeapTrimmer | None = None):
         self.name, self.runner, self.decode, self.pad_id, self.config = name, runner, decode, pad_id, config
+        self.trimmer = trimmer or HeapTrimmer()  # batch shapes vary: see serving/memory.py
         self.metrics = metrics
         self.labels = labels or (name, "1")  # (model, version) for the metrics
         self._queue: deque[Request] = deque()
@@ -131,6 +133,7 @@ class Batcher:
                 return
             if items:
                 self._execute(items)
+                self.trimmer.after_batch()  # its answers are on their way: the trim delays only the next batch
 
     def _next_batch(self) -> list[tuple[Request, int]] | None:
         cfg = self.config

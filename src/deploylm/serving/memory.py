@@ -1,43 +1,51 @@
-"""Keep a long-running server's heap from growing with the shapes of its batches.
+"""Hand a long-running server's freed heap memory back to the kernel between batches.
 
 Every batch has a (rows, tokens) shape of its own, so torch allocates and frees activation buffers of
-ever-changing sizes. glibc raises its mmap threshold each time a large mmapped block is freed; from then on
-such buffers are cut out of the malloc arenas instead, and once freed they leave holes that the next,
-differently sized buffer does not fit. The arenas keep growing while the memory in use stays flat: the RSS
-growth benchmarks/soak.py measured. Pinning glibc's thresholds at their defaults turns that adjustment off,
-so large buffers are mmapped and handed back to the kernel when freed.
+ever-changing sizes. glibc keeps them in its malloc arenas (its mmap threshold rises past them once the first
+large ones are freed), and once freed they leave holes that the next, differently sized buffer does not fit:
+the arenas' free space grows while the memory in use stays flat. That was the RSS growth benchmarks/soak.py
+measured. malloc_trim gives the whole free pages of every arena back.
+
+Pinning the mmap threshold instead (MALLOC_MMAP_THRESHOLD_) also keeps RSS flat, but then every large buffer
+is a fresh mapping whose pages fault in again on every forward: measured on the soak's model, several times
+the system time of a trim every few batches, which only refaults the pages it gave back.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+from typing import Callable
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
-GLIBC_DEFAULT_THRESHOLD = 128 * 1024  # DEFAULT_MMAP_THRESHOLD_MIN and DEFAULT_TRIM_THRESHOLD in glibc
-OPERATOR_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-OPERATOR_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
+TRIM_EVERY_BATCHES = 16  # few enough that a soak's RSS stays flat, many enough that trims cost little
 
 
-def _operator_chose() -> bool:
-    """Thresholds set through the environment are the operator's: they win over ours."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    return any(v in os.environ for v in OPERATOR_SETTINGS) or any(t in tunables for t in OPERATOR_TUNABLES)
-
-
-def pin_malloc_thresholds() -> bool:
-    """Fix glibc's mmap and trim thresholds for this process; True when they were set here.
-
-    A no-op off glibc (other allocators have no dynamic threshold to pin) and where the environment already
-    sets them. Call it before the models load, so that no threshold has moved yet."""
+def malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return False
-        mallopt = ctypes.CDLL(None).mallopt
-    except (ValueError, OSError, AttributeError):  # no such confstr name, no libc symbols to look up
-        return False
-    if _operator_chose():
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)) and \
-        bool(mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD))
+            return None
+        trim = ctypes.CDLL(None).malloc_trim
+    except (ValueError, OSError, AttributeError):  # no such confstr name, or no such symbol
+        return None
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    return trim
+
+
+class HeapTrimmer:
+    """Called by a batcher thread after each batch; trims every `every` batches."""
+
+    def __init__(self, every: int = TRIM_EVERY_BATCHES, trim: Callable[[int], int] | None = None):
+        self.every = every
+        self._trim = trim if trim is not None else malloc_trim()
+        self._since = 0
+        self.trims = 0
+
+    def after_batch(self) -> None:
+        if self._trim is None:
+            return
+        self._since += 1
+        if self._since >= self.every:
+            self._since = 0
+            self._trim(0)  # keep no slack at the top of the heap either: the next batch's sizes are unknown
+            self.trims += 1

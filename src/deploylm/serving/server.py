@@ -144,9 +144,7 @@ async def serve_async(cfg: ServeConfig, report: Callable[[str], None] = print) -
     import uvicorn
 
     from .grpc_server import create_grpc_server
-    from .memory import pin_malloc_thresholds
 
-    pin_malloc_thresholds()  # before any model loads: see serving/memory.py
     _Server = _server_class()
 
     names = model_names(cfg)
