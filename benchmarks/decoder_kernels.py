@@ -1,7 +1,8 @@
 """Decoder linear kernels, per SmolLM2-135M matrix shape and rows per call -> results/decoder_kernels.md (+ .json).
 
-What it settles: which kernel an Int8Linear uses for a few rows (PLAIN_KERNEL_MAX_ROWS, PLAIN_KERNEL_MAX_OUT in
-optimize/weight_int8.py) and whether fp32 decoder linears run faster with [in, out] weights
+What it settles: deploylm's C++ int8 linear (runtime/csrc/int8_linear.cpp) against torch's int8 kernels on the
+same int8 weights, which torch kernel the fallback uses for a few rows (PLAIN_KERNEL_MAX_ROWS, PLAIN_KERNEL_MAX_OUT
+in optimize/int8_matmul.py), and whether fp32 decoder linears run faster with [in, out] weights
 (runtime/decoder_linear.py). Every kernel runs on the same weights, in rounds that alternate the order; each
 figure is the median over rounds of the per-round median call time, with the rounds' [min-max].
 
@@ -33,14 +34,19 @@ LAYERS = 30  # SmolLM2-135M: each kernel reads 30 distinct copies of a matrix, a
 
 
 def _weights(k: int, n: int, seed: int) -> dict:
-    """One matrix in each kernel's layout (same values)."""
-    from deploylm.optimize.weight_int8 import Int8Linear
+    """One matrix in each kernel's layout (same values: int8 on the levels fbgemm takes everywhere)."""
+    from deploylm.optimize.int8_matmul import TorchMatmul, VnniMatmul
+    from deploylm.optimize.weight_int8 import SAFE_LEVELS, Int8Linear
+    from deploylm.runtime import cpp_kernels
 
     torch.manual_seed(seed)
     linear = nn.Linear(k, n, bias=False)
-    int8 = Int8Linear.from_float(linear)
-    plain, s = int8.int8_weight()
-    return {"w": linear.weight.detach(), "w_t": linear.weight.detach().t().contiguous(), "packed": int8._packed,
+    plain, s = Int8Linear.from_float(linear, SAFE_LEVELS).int8_weight()
+    module = cpp_kernels.int8_kernel()
+    if module is None:
+        raise SystemExit(f"deploylm's int8 kernel is not available here ({cpp_kernels.build_error() or 'no VNNI'})")
+    return {"w": linear.weight.detach(), "w_t": linear.weight.detach().t().contiguous(),
+            "packed": TorchMatmul(plain, s)._packed, "vnni": VnniMatmul(module, plain, s),
             "plain": plain.contiguous(), "scale": s.to(torch.bfloat16)}
 
 
@@ -50,6 +56,8 @@ KERNELS = {
     "int8 fbgemm": lambda x, m: torch.ops.quantized.linear_dynamic(x, m["packed"], False),
     "int8 weight-only (torch._weight_int8pack_mm)":
         lambda x, m: torch._weight_int8pack_mm(x.to(torch.bfloat16), m["plain"], m["scale"]).float(),
+    # rotation block 64 as SmolLM2's linears use: the C++ kernel rotates inside, the torch kernels above do not
+    "int8 deploylm (C++ VNNI, incl. rotation)": lambda x, m: m["vnni"](x, None, 64),
 }
 
 
