@@ -88,14 +88,13 @@ class TorchDecoderRunner:
         self.num_layers = cfg.num_hidden_layers
         self.kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        # Fuses projections in place, so before the linears are transposed; None: transformers' forward runs.
-        float32 = next(p.dtype for p in model.parameters() if p.is_floating_point()) == torch.float32
+        self.dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
         # The C++ decode kernels (runtime/cpp_kernels.py) for float32 models; None: torch's ops and SDPA.
-        self._kernel = cpp_kernels.kernel() if float32 else None
+        self._kernel = cpp_kernels.kernel() if self.dtype == torch.float32 else None
+        # Fuses projections in place, so before the linears are transposed; None: transformers' forward runs.
         self._lean = fast_path_for(model, self._kernel) if settings.decoder_fast_path() else None
         if transposed_linears if transposed_linears is not None else settings.decoder_transposed_linears():
             transpose_linears(model)
-        self.dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
         self.vocab_size = _logits_width(model, cfg)
         self.max_context = int(min(max_context or cfg.max_position_embeddings, cfg.max_position_embeddings))
         self.eos_token_ids: Sequence[int] = _eos_ids(model, tokenizer)
