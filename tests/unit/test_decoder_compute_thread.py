@@ -28,8 +28,9 @@ def _recording_model(path, seen: list[str]):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    # The final norm: the runner swaps the linears (and their hooks) for its own, not the norm.
-    model.model.norm.register_forward_pre_hook(lambda *_: seen.append(threading.current_thread().name))
+    # The embedding: the runner swaps the linears (and their hooks) for its own, and with its C++ ops it calls
+    # no norm module either; every forward still looks its tokens up through the embedding module.
+    model.model.embed_tokens.register_forward_pre_hook(lambda *_: seen.append(threading.current_thread().name))
     return model
 
 
