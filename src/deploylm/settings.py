@@ -120,10 +120,10 @@ def models_cache_dir() -> Path:
     return Path(env).expanduser() if env else _REPO_ROOT / ".models"
 
 
-def decoder_transposed_linears() -> bool:
-    """$DEPLOYLM_DECODER_TRANSPOSED: fp32 decoder linears with [in, out] weights (runtime/decoder_linear.py);
+def decoder_packed_linears() -> bool:
+    """$DEPLOYLM_DECODER_PACKED: float decoder linears with panel-packed weights (runtime/decoder_linear.py);
     on by default, "0" keeps transformers' nn.Linear (the benchmark's ablation)."""
-    return os.environ.get("DEPLOYLM_DECODER_TRANSPOSED", "1").lower() not in ("0", "false", "no")
+    return os.environ.get("DEPLOYLM_DECODER_PACKED", "1").lower() not in ("0", "false", "no")
 
 
 def decoder_fast_path() -> bool:
@@ -147,6 +147,12 @@ def log_file(command: str) -> Path:
 def decode_kernel() -> bool:
     """$DEPLOYLM_DECODE_KERNEL=0 turns off the C++ decode-attention kernel (runtime/cpp_kernels.py): SDPA runs."""
     return os.environ.get("DEPLOYLM_DECODE_KERNEL", "1").lower() not in ("0", "false", "no")
+
+
+def float_kernel() -> bool:
+    """$DEPLOYLM_FLOAT_KERNEL=0 turns off the C++ float linear (runtime/cpp_kernels.py): fp32/bf16 decoder linears
+    of a few rows run torch's matmul on the same packed weights (runtime/decoder_linear.py)."""
+    return os.environ.get("DEPLOYLM_FLOAT_KERNEL", "1").lower() not in ("0", "false", "no")
 
 
 def int8_kernel() -> bool:

@@ -109,6 +109,35 @@ def test_bf16_close_to_fp32(tiny):
     assert (logits["bf16"] - ref).abs().max() <= 0.05 * ref.abs().max() + 0.05
 
 
+def test_bf16_weights_with_the_float_kernel_compute_in_fp32(tiny):
+    """With deploylm's float linear, a bf16 model keeps only its linears' weights in bf16 (packed panels) and
+    computes everything else in fp32: its logits are those of an fp32 model whose linear weights are the same
+    bf16-rounded values, to fp32 rounding, at a prefill chunk and at a decode step."""
+    from transformers import AutoModelForCausalLM
+
+    from deploylm.runtime import cpp_kernels
+    from deploylm.runtime.decoder_linear import PackedLinear
+
+    if cpp_kernels.float_kernel() is None:
+        pytest.skip("the C++ float linear runs only on AVX-512 CPUs: there bf16 models compute in bf16")
+    arch, path, tok, expected = tiny
+    ids = expected[1][0]
+    bf16 = _runner(path, tok, "bf16")
+    assert bf16.dtype == torch.float32
+    panels = [m.packed.dtype for m in bf16.model.modules() if isinstance(m, PackedLinear)]
+    assert panels and set(panels) == {torch.bfloat16}
+    ref_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    for m in ref_model.modules():
+        if type(m) is torch.nn.Linear:  # the weights the bf16 artifact holds, in fp32
+            m.weight.data = m.weight.data.to(torch.bfloat16).float()
+    ref = TorchDecoderRunner(ref_model, "fp32", tok)
+    for runner in (bf16, ref):
+        runner.step(StepBatch([SeqChunk(1, ids[:-1], 0, False)], reserve={1: 64}))
+    want = ref.step(StepBatch([SeqChunk(1, ids[-1:], len(ids) - 1, True)]))[0]
+    got = bf16.step(StepBatch([SeqChunk(1, ids[-1:], len(ids) - 1, True)]))[0]
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
 def test_chunk_past_capacity_is_refused(tiny):
     arch, path, tok, expected = tiny
     r = _runner(path, tok)

@@ -3,10 +3,13 @@ builder (`torch.utils.cpp_extension.load`: g++ and ninja; `make install` builds 
 
 - `slab_decode_attention`: decode attention over per-sequence KV slabs (csrc/slab_decode.cpp);
 - `int8_linear`: the weight-int8 linear of optimize/weight_int8.py for the few rows of a decode step
-  (csrc/int8_linear.cpp).
+  (csrc/int8_linear.cpp);
+- `float_linear`: fp32/bf16 decoder linears of a few rows over panel-packed weights (csrc/float_linear.cpp,
+  used by runtime/decoder_linear.py);
+- `rms_norm`, `add_rms_norm_`, `rotary_`: the lean forward's element-wise ops (csrc/decoder_ops.cpp).
 
 Optional by design: where the module cannot build (no compiler) or a kernel is switched off
-($DEPLOYLM_DECODE_KERNEL=0, $DEPLOYLM_INT8_KERNEL=0), torch's own ops run instead, as before.
+($DEPLOYLM_DECODE_KERNEL=0, $DEPLOYLM_INT8_KERNEL=0, $DEPLOYLM_FLOAT_KERNEL=0), torch's own ops run instead, as before.
 
 Built with -fopenmp: its at::parallel_for then runs on the libgomp torch itself loaded (same soname, so the
 loader reuses it), on the compute thread's one team (runtime/compute.py). -march=native: the build directory is
@@ -58,6 +61,15 @@ def int8_kernel():
         return None
     built = module()
     return built if built is not None and built.has_vnni() else None
+
+
+def float_kernel():
+    """The module for `float_linear`, or None: switched off ($DEPLOYLM_FLOAT_KERNEL=0), not built, or built for a
+    CPU without AVX-512 (its scalar loop is correct but slower than torch's matmul)."""
+    if not settings.float_kernel():
+        return None
+    built = module()
+    return built if built is not None and built.has_avx512() else None
 
 
 def build_error() -> str | None:

@@ -93,7 +93,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class _Layer:
     """One layer with its projections fused in place: q/k/v become `self_attn.qkv_proj`, gate/up become
     `mlp.gate_up_proj` (the parts are dropped, so memory does not grow). The linears are looked up on the layer
-    at every call, so a later swap of them (the runner's transposed linears) takes effect here."""
+    at every call, so a later swap of them (the runner's packed linears) takes effect here."""
 
     def __init__(self, layer: nn.Module):
         attn, mlp = layer.self_attn, layer.mlp

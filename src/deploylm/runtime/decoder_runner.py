@@ -66,15 +66,38 @@ def _logits_width(model, cfg) -> int:
     return int(cfg.vocab_size)
 
 
+def _weight_dtype(model) -> torch.dtype:
+    """The dtype steps compute in: that of the first float parameter that is not a linear's weight."""
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    return next((p.dtype for p in params if id(p) not in linear), params[0].dtype)
+
+
+def _widen_all_but_linears(model) -> None:
+    """Every bf16 parameter and buffer to float32, except the weights of nn.Linear modules (packed as bf16 next).
+    An embedding tied to the LM head gets its own float32 copy, so the head's weight stays bf16."""
+    linear = {id(m.weight) for m in model.modules() if type(m) is torch.nn.Linear}
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:
+            continue
+        for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if t.dtype != torch.bfloat16:
+                continue
+            if id(t) in linear:
+                setattr(module, name, torch.nn.Parameter(t.detach().float(), requires_grad=False))
+            else:
+                t.data = t.data.float()
+
+
 class TorchDecoderRunner:
     """DecoderRunner over a transformers causal LM (any architecture whose attention goes through
     transformers' attention interface: Llama, Qwen2, Gemma3, ...)."""
 
     def __init__(self, model, backend: str = "fp32", tokenizer=None, max_context: int | None = None,
-                 threads: int | None = None, transposed_linears: bool | None = None):
+                 threads: int | None = None, packed_linears: bool | None = None):
         from .. import settings
         from .decoder_fastpath import fast_path_for
-        from .decoder_linear import transpose_linears
+        from .decoder_linear import pack_linears
 
         register()
         model.config._attn_implementation = ATTN_IMPLEMENTATION
@@ -88,13 +111,21 @@ class TorchDecoderRunner:
         self.num_layers = cfg.num_hidden_layers
         self.kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-        # The C++ decode kernels (runtime/cpp_kernels.py) for float32 models; None: torch's ops and SDPA.
+        packed = packed_linears if packed_linears is not None else settings.decoder_packed_linears()
+        float_kernel = cpp_kernels.float_kernel() if packed else None
+        # bf16 weights with the C++ float linear: the linears keep their bf16 panels (the kernel widens them as
+        # it reads them) and everything else computes in float32, so the step runs the fp32 kernels, on half the
+        # weight bytes. Without the kernel the model runs in bf16 throughout.
+        widen = float_kernel is not None and _weight_dtype(model) == torch.bfloat16
+        if widen:
+            _widen_all_but_linears(model)
+        self.dtype = _weight_dtype(model)
+        # The C++ decode kernels (runtime/cpp_kernels.py) for float32 steps; None: torch's ops and SDPA.
         self._kernel = cpp_kernels.kernel() if self.dtype == torch.float32 else None
-        # Fuses projections in place, so before the linears are transposed; None: transformers' forward runs.
+        # Fuses projections in place, so before the linears are packed; None: transformers' forward runs.
         self._lean = fast_path_for(model, self._kernel) if settings.decoder_fast_path() else None
-        if transposed_linears if transposed_linears is not None else settings.decoder_transposed_linears():
-            transpose_linears(model)
+        if packed:
+            pack_linears(model, float_kernel)
         self.vocab_size = _logits_width(model, cfg)
         self.max_context = int(min(max_context or cfg.max_position_embeddings, cfg.max_position_embeddings))
         self.eos_token_ids: Sequence[int] = _eos_ids(model, tokenizer)
