@@ -2,8 +2,8 @@
 
 What it settles: deploylm's C++ int8 linear (runtime/csrc/int8_linear.cpp) against torch's int8 kernels on the
 same int8 weights, which torch kernel the fallback uses for a few rows (PLAIN_KERNEL_MAX_ROWS, PLAIN_KERNEL_MAX_OUT
-in optimize/int8_matmul.py), and whether fp32 decoder linears run faster with [in, out] weights
-(runtime/decoder_linear.py). Every kernel runs on the same weights, in rounds that alternate the order; each
+in optimize/int8_matmul.py), and deploylm's C++ float linear on panel-packed fp32 / bf16 weights against torch's
+fp32 products (runtime/decoder_linear.py, up to its FEW_ROWS). Every kernel runs on the same weights, in rounds that alternate the order; each
 figure is the median over rounds of the per-round median call time, with the rounds' [min-max].
 
     python benchmarks/decoder_kernels.py [--rounds 5] [--threads 2]
@@ -45,7 +45,12 @@ def _weights(k: int, n: int, seed: int) -> dict:
     module = cpp_kernels.int8_kernel()
     if module is None:
         raise SystemExit(f"deploylm's int8 kernel is not available here ({cpp_kernels.build_error() or 'no VNNI'})")
+    from deploylm.runtime.decoder_linear import PackedLinear
+
+    floats = cpp_kernels.float_kernel()
     return {"w": linear.weight.detach(), "w_t": linear.weight.detach().t().contiguous(),
+            "float32_packed": PackedLinear(linear, floats),
+            "bf16_packed": PackedLinear(nn.Linear(k, n, bias=False).to(torch.bfloat16).requires_grad_(False), floats),
             "packed": TorchMatmul(plain, s)._packed, "vnni": VnniMatmul(module, plain, s),
             "plain": plain.contiguous(), "scale": s.to(torch.bfloat16)}
 
@@ -53,6 +58,8 @@ def _weights(k: int, n: int, seed: int) -> dict:
 KERNELS = {
     "fp32 F.linear [out, in]": lambda x, m: torch.nn.functional.linear(x, m["w"]),
     "fp32 x @ w_t [in, out]": lambda x, m: x @ m["w_t"],
+    "fp32 deploylm (C++, packed panels)": lambda x, m: m["float32_packed"](x),
+    "bf16 weights deploylm (C++, packed panels, fp32 activations)": lambda x, m: m["bf16_packed"](x),
     "int8 fbgemm": lambda x, m: torch.ops.quantized.linear_dynamic(x, m["packed"], False),
     "int8 weight-only (torch._weight_int8pack_mm)":
         lambda x, m: torch._weight_int8pack_mm(x.to(torch.bfloat16), m["plain"], m["scale"]).float(),

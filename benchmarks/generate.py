@@ -204,6 +204,9 @@ def main() -> int:
                                                                  env={"DEPLOYLM_DECODER_FAST_PATH": "0"}),
         "deploylm-fp32": lambda: (engine_levels(fp32, [1], args.prompt_len, mt, per_stream=4)
                                   + engine_levels(fp32, [16], args.prompt_len, mt)),
+        # ablation: the same fp32 artifact with torch's matmul instead of the C++ float linear (decoder_linear.py)
+        "deploylm-fp32-torch-linear": lambda: engine_levels(fp32, [1], args.prompt_len, mt, per_stream=4,
+                                                            env={"DEPLOYLM_FLOAT_KERNEL": "0"}),
         "deploylm-bf16": lambda: engine_levels(arts["bf16"], [1], args.prompt_len, mt),
         "deploylm-http-int8": lambda: http_levels(arts["weight-int8"], [1, 16], texts, mt),
         "hf": lambda: peer_levels("hf", fp32, texts, mt, [1]),

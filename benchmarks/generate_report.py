@@ -53,6 +53,10 @@ TARGETS = [  # (what, numerator, denominator, threshold, kind) kind "ratio": >= 
     ("ablation: lean forward vs transformers' forward (weight-int8, one stream)",
      ("deploylm-weight-int8", 1, "per_stream_tok_s"), ("deploylm-weight-int8-hf-forward", 1, "per_stream_tok_s"), 1.0,
      "ratio"),
+    ("ablation: C++ float linear vs torch's matmul on the same packed weights (fp32, one stream)",
+     ("deploylm-fp32", 1, "per_stream_tok_s"), ("deploylm-fp32-torch-linear", 1, "per_stream_tok_s"), 1.0, "ratio"),
+    ("single stream: bf16 vs fp32 (a gated variant must not be slower than its parent)",
+     ("deploylm-bf16", 1, "per_stream_tok_s"), ("deploylm-fp32", 1, "per_stream_tok_s"), 1.0, "ratio"),
     ("16 streams over HTTP (openai client) vs the engine's own (weight-int8)",
      ("deploylm-http-int8", 16, "aggregate_tok_s"), ("deploylm-weight-int8", 16, "aggregate_tok_s"), 0.85, "ratio"),
 ]
