@@ -13,8 +13,8 @@ Optional by design: where the module cannot build (no compiler) or a kernel is s
 
 Built with -fopenmp: its at::parallel_for then runs on the libgomp torch itself loaded (same soname, so the
 loader reuses it), on the compute thread's one team (runtime/compute.py). -march=native: the build directory is
-keyed by this CPU's instruction-set flags and the sources, so a cache moved to another CPU builds anew instead
-of crashing.
+keyed by this CPU's instruction-set flags, the sources and where they are, so a cache moved to another CPU builds
+anew instead of crashing.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ def _cpu_tag() -> str:
                      "")
     except OSError:
         flags = ""
-    digest = hashlib.sha256((flags + "".join(p.read_bytes().hex() for p in SOURCES)).encode()).hexdigest()
+    # The sources' own directory too: torch's builder keys its cache by module name and rebuilds whenever the
+    # source paths change, so two checkouts sharing one name would rebuild each other's module at every load.
+    where = str(SOURCES[0].parent.resolve()) if SOURCES else ""
+    digest = hashlib.sha256((flags + where + "".join(p.read_bytes().hex() for p in SOURCES)).encode()).hexdigest()
     return digest[:10]
 
 
