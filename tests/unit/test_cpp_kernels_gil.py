@@ -42,7 +42,8 @@ class Spinner:
 
 
 def test_a_long_kernel_call_lets_python_run_on_another_thread(module):
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # restored below: later tests in this process compare runs across processes
     x, w = torch.randn(40000, 2048), torch.ones(2048)
     spinner = Spinner()
     spinner.thread.start()
@@ -53,6 +54,7 @@ def test_a_long_kernel_call_lets_python_run_on_another_thread(module):
     finally:
         spinner.stop.set()
         spinner.thread.join()
+        torch.set_num_threads(threads)
     rate = idle_rounds / idle_s
     # Holding the GIL, the call would let the spinner run at most one switch interval (5 ms) around it; released,
     # the spinner runs for the whole call. Require a third of the rounds the call's length allows.

@@ -83,6 +83,7 @@ def test_kill_9_mid_overwrite_keeps_the_old_artifact_whole(tmp_path):
 
 FINETUNE = textwrap.dedent("""
     import sys
+    import torch
     from transformers import TrainerCallback
     from deploylm.config import FinetuneConfig
     from deploylm.train import finetune as ft
@@ -94,6 +95,7 @@ FINETUNE = textwrap.dedent("""
                 sys.stdin.read()  # killed here
 
     ft.LossThroughputCallback = Stop
+    torch.set_num_threads(int(sys.argv[4]))  # the parent's: another thread count sums in another order
     cfg = FinetuneConfig(model=sys.argv[1], data=sys.argv[2], task="classification", epochs=2, batch_size=8,
                          learning_rate=1e-3, max_length=32, logging_steps=2)
     ft.finetune(cfg, sys.argv[3])
@@ -111,7 +113,7 @@ def test_kill_9_during_finetune_then_resume_equals_an_uninterrupted_run(tiny_cls
                          batch_size=8, learning_rate=1e-3, max_length=32, logging_steps=2)
     whole = ft.finetune(cfg, tmp_path / "whole")
     out = tmp_path / "resumed"
-    _kill_when(_start(FINETUNE, str(tiny_cls.path), str(sst2_dir), str(out)), "STEP 11")
+    _kill_when(_start(FINETUNE, str(tiny_cls.path), str(sst2_dir), str(out), str(torch.get_num_threads())), "STEP 11")
     assert not out.exists() and (ft.checkpoint_dir(out) / "checkpoint-8").is_dir()
     resumed = ft.finetune(cfg, out, resume=True)
     assert resumed.manifest["training"]["resumed"] is True
