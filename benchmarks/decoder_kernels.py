@@ -64,7 +64,7 @@ KERNELS = {
     "int8 weight-only (torch._weight_int8pack_mm)":
         lambda x, m: torch._weight_int8pack_mm(x.to(torch.bfloat16), m["plain"], m["scale"]).float(),
     # rotation block 64 as SmolLM2's linears use: the C++ kernel rotates inside, the torch kernels above do not
-    "int8 deploylm (C++ VNNI, incl. rotation)": lambda x, m: m["vnni"](x, None, 64),
+    "int8 deploylm (C++, incl. rotation)": lambda x, m: m["vnni"](x, None, 64),
 }
 
 

@@ -11,12 +11,16 @@ import torch
 
 from deploylm.runtime import cpp_kernels
 from deploylm.runtime.decoder_linear import FEW_ROWS, PackedLinear, pack_linears
+from int8_cpu import expected_float_simd
 
 
 @pytest.fixture(scope="module")
 def kernel():
+    if not expected_float_simd():
+        pytest.skip("this CPU has neither AVX-512 nor AVX2: the float kernel is not used")
     built = cpp_kernels.float_kernel()
     assert built is not None, f"the C++ kernels did not build (`make install` builds them): {cpp_kernels.build_error()}"
+    assert built.float_simd() == expected_float_simd()  # the loop this CPU can run, not the scalar fallback
     return built
 
 

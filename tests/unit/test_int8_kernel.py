@@ -11,15 +11,17 @@ import torch
 
 from deploylm.optimize.int8_matmul import VnniMatmul
 from deploylm.runtime import cpp_kernels
-from int8_cpu import cpu_has_vnni
+from int8_cpu import expected_int8_simd
 
-pytestmark = pytest.mark.skipif(not cpu_has_vnni(), reason="this CPU has no AVX-512 VNNI: the kernel is not used")
+pytestmark = pytest.mark.skipif(not expected_int8_simd(), reason="this CPU has neither AVX-512 VNNI nor AVX2: "
+                                "the kernel is not used")
 
 
 @pytest.fixture(scope="module")
 def module():
     built = cpp_kernels.int8_kernel()
     assert built is not None, f"the C++ kernels did not build (`make install` builds them): {cpp_kernels.build_error()}"
+    assert built.int8_simd() == expected_int8_simd()  # the loop this CPU can run, not the scalar fallback
     return built
 
 

@@ -57,12 +57,12 @@ def fp32_model(art: Artifact):
 
 @pytest.fixture(params=["vnni", "torch"])
 def int8_kernel(request, monkeypatch):
-    """Each int8-linear property on both kernels of optimize/int8_matmul.py: deploylm's C++ VNNI kernel (on CPUs
-    that have AVX-512 VNNI; the project's machines do) and torch's fbgemm / weight-only kernels."""
-    from int8_cpu import cpu_has_vnni
+    """Each int8-linear property on both kernels of optimize/int8_matmul.py: deploylm's C++ kernel (on CPUs with
+    AVX-512 VNNI or AVX2; the project's machines have one of them) and torch's fbgemm / weight-only kernels."""
+    from int8_cpu import expected_int8_simd
 
-    if request.param == "vnni" and not cpu_has_vnni():
-        pytest.skip("this CPU has no AVX-512 VNNI: the C++ int8 kernel is not used here")
+    if request.param == "vnni" and not expected_int8_simd():
+        pytest.skip("this CPU has neither AVX-512 VNNI nor AVX2: the C++ int8 kernel is not used here")
     monkeypatch.setenv("DEPLOYLM_INT8_KERNEL", "1" if request.param == "vnni" else "0")
     return request.param
 

@@ -2,9 +2,10 @@
 chosen once per process when the weights are set.
 
 - `VnniMatmul` (the default where it can run): deploylm's C++ `int8_linear` (runtime/csrc/int8_linear.cpp) for
-  every row count. One call rotates each input row, quantises it symmetrically to int8 with its own scale and
-  multiplies on AVX-512 VNNI; the weights are kept once, in the kernel's packed layout.
-- `TorchMatmul` (no compiler, no AVX-512 VNNI, or $DEPLOYLM_INT8_KERNEL=0): torch's kernels. A call with many rows
+  every row count. One call rotates each input row, quantises it to u8 with its own scale and zero point and
+  multiplies on AVX-512 VNNI or, on CPUs without it, AVX2 (exact integer sums either way, so both give the same
+  numbers); the weights are kept once, in the kernel's packed layout.
+- `TorchMatmul` (no compiler, neither instruction set, or $DEPLOYLM_INT8_KERNEL=0): torch's kernels. A call with many rows
   runs fbgemm's int8 GEMM (`torch.ops.quantized.linear_dynamic`, activations quantised per tensor after each row
   is divided by its largest magnitude); a call with a few rows runs torch's weight-only int8 kernel on bf16
   activations (see PLAIN_KERNEL_MAX_ROWS).
@@ -46,7 +47,10 @@ def matmul_for(weight_int8: torch.Tensor, scale: torch.Tensor, fbgemm_safe: bool
 
 
 class VnniMatmul:
-    kernel = "deploylm int8_linear (C++, AVX-512 VNNI): per-row symmetric int8 activations, every row count"
+    @property
+    def kernel(self) -> str:
+        return (f"deploylm int8_linear (C++, {self._module.int8_simd()}): per-row asymmetric u8 activations, "
+                "every row count")
 
     def __init__(self, module, weight_int8: torch.Tensor, scale: torch.Tensor):
         n, k = weight_int8.shape

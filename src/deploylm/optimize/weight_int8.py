@@ -1,6 +1,6 @@
 """Weight-only int8 for decoders: every nn.Linear becomes an Int8Linear holding per-output-channel symmetric int8
-weights (one bf16-exact fp32 scale per row). How it multiplies (deploylm's C++ VNNI kernel, or torch's int8
-kernels where that cannot run) is optimize/int8_matmul.py. The embedding table, norms and biases stay fp32; a
+weights (one bf16-exact fp32 scale per row). How it multiplies (deploylm's C++ kernel on AVX-512 VNNI or AVX2, or
+torch's int8 kernels where that cannot run) is optimize/int8_matmul.py. The embedding table, norms and biases stay fp32; a
 head tied to the embedding gets its own int8 copy and the table keeps serving lookups.
 
 The activations are quantised to 8 bits at run time, one scale per token. Three things keep that from costing
@@ -35,8 +35,9 @@ from .int8_matmul import matmul_for
 
 INT8_WEIGHTS = "model-int8.safetensors"
 FORMAT_TAG = "deploylm-weight-int8/1"
-# Weight levels. deploylm's C++ kernel (int8_matmul.VnniMatmul) sums u8 x s8 products in int32, so weights use
-# the full int8 range -127..127 (FULL_LEVELS). fbgemm on CPUs without VNNI (AVX2, AVX-512 without VNNI) adds pairs
+# Weight levels. deploylm's C++ kernel (int8_matmul.VnniMatmul) sums u8 x s8 products exactly in int32 (VNNI, or
+# on AVX2 the sign trick of csrc/int8_linear.cpp, which needs |w| <= 127), so weights use the full int8 range
+# -127..127 (FULL_LEVELS). fbgemm on CPUs without VNNI (AVX2, AVX-512 without VNNI) adds pairs
 # of products in int16, which saturates (checked here: all-255 activations x all-127 weights gave half the true
 # sum); weights on -64..64 (SAFE_LEVELS: 2 * 255 * 64 < 32767) never saturate it. A variant is quantised on the
 # levels of the kernel that will run it here (`weight_levels`); one with full levels loaded where only torch's
@@ -72,8 +73,8 @@ def rotate(x: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def weight_levels() -> int:
-    """FULL_LEVELS where deploylm's C++ int8 kernel runs (this CPU has AVX-512 VNNI, the kernel built), else
-    SAFE_LEVELS."""
+    """FULL_LEVELS where deploylm's C++ int8 kernel runs (this CPU has AVX-512 VNNI or AVX2, the kernel built),
+    else SAFE_LEVELS."""
     from ..runtime import cpp_kernels
 
     return FULL_LEVELS if cpp_kernels.int8_kernel() is not None else SAFE_LEVELS

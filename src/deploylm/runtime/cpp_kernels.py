@@ -59,20 +59,20 @@ def kernel():
 
 def int8_kernel():
     """The module for `int8_linear`, or None: switched off ($DEPLOYLM_INT8_KERNEL=0), not built, or built for a
-    CPU without AVX-512 VNNI (its scalar loop is correct but slower than torch's int8 kernels)."""
+    CPU with neither AVX-512 VNNI nor AVX2 (its scalar loop is correct but slower than torch's int8 kernels)."""
     if not settings.int8_kernel():
         return None
     built = module()
-    return built if built is not None and built.has_vnni() else None
+    return built if built is not None and built.int8_simd() else None
 
 
 def float_kernel():
     """The module for `float_linear`, or None: switched off ($DEPLOYLM_FLOAT_KERNEL=0), not built, or built for a
-    CPU without AVX-512 (its scalar loop is correct but slower than torch's matmul)."""
+    CPU with neither AVX-512 nor AVX2 + FMA (its scalar loop is correct but slower than torch's matmul)."""
     if not settings.float_kernel():
         return None
     built = module()
-    return built if built is not None and built.has_avx512() else None
+    return built if built is not None and built.float_simd() else None
 
 
 def build_error() -> str | None:
@@ -97,6 +97,8 @@ if __name__ == "__main__":  # `make install`: build it now, say whether it works
     if built is None:
         print(f"deploylm C++ kernels: not built ({build_error()}); torch's ops run instead")
     else:
-        print("deploylm C++ kernels: built;", "int8 linear on AVX-512 VNNI" if built.has_vnni() else
-              "no AVX-512 VNNI here: weight-int8 uses torch's int8 kernels")
+        print("deploylm C++ kernels: built;",
+              f"int8 linear on {built.int8_simd()}" if built.int8_simd() else
+              "no AVX-512 VNNI or AVX2 here: weight-int8 uses torch's int8 kernels;",
+              f"float linear on {built.float_simd()}" if built.float_simd() else "float linears use torch's matmul")
     sys.exit(0)

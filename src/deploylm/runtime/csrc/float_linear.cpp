@@ -12,12 +12,19 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define DEPLOYLM_AVX512 1
+#define DEPLOYLM_AVX2 0
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define DEPLOYLM_AVX512 0
+#define DEPLOYLM_AVX2 1
 #else
 #define DEPLOYLM_AVX512 0
+#define DEPLOYLM_AVX2 0
 #endif
 
 namespace {
@@ -92,6 +99,64 @@ void rows_block(const Problem& p, int64_t m0, int64_t rows, int64_t panel) {
 }
 #endif
 
+#if DEPLOYLM_AVX2
+// AVX2 + FMA (CPUs without AVX-512: AMD Zen 1-3, Intel before Skylake-SP): a panel is four 8-float registers,
+// and 16 registers hold the sums of at most three rows (12), the rows' broadcast values (3) and one weight
+// vector.
+constexpr int kMaxRowsAvx2 = 3;
+
+inline __m256 load8(const float* w) { return _mm256_loadu_ps(w); }
+inline __m256 load8(const uint16_t* w) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+
+template <typename W, int MR>
+void panel_block_avx2(const Problem& p, int64_t m0, int64_t panel) {
+  __m256 acc[MR][4];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = _mm256_setzero_ps();
+  const W* w = static_cast<const W*>(p.w) + panel * p.K * kWidth;
+  const float* x = p.x + m0 * p.K;
+  constexpr int64_t ahead = kPrefetch / sizeof(W);
+  for (int64_t k = 0; k < p.K; ++k, w += kWidth) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + ahead), _MM_HINT_T0);
+    if (sizeof(W) == 4) _mm_prefetch(reinterpret_cast<const char*>(w + ahead + 16), _MM_HINT_T0);
+    __m256 xi[MR];
+    for (int i = 0; i < MR; ++i) xi[i] = _mm256_broadcast_ss(x + i * p.K + k);
+    for (int j = 0; j < 4; ++j) {
+      const __m256 wj = load8(w + j * 8);
+      for (int i = 0; i < MR; ++i) acc[i][j] = _mm256_fmadd_ps(xi[i], wj, acc[i][j]);
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    const int64_t n0 = panel * kWidth + j * 8;
+    if (n0 >= p.N) break;
+    const int64_t valid = std::min<int64_t>(8, p.N - n0);
+    for (int i = 0; i < MR; ++i) {
+      float* out = p.y + (m0 + i) * p.N + n0;
+      if (valid == 8) {
+        const __m256 bias = p.bias ? _mm256_loadu_ps(p.bias + n0) : _mm256_setzero_ps();
+        _mm256_storeu_ps(out, _mm256_add_ps(acc[i][j], bias));
+        continue;
+      }
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, acc[i][j]);
+      for (int c = 0; c < valid; ++c) out[c] = tmp[c] + (p.bias ? p.bias[n0 + c] : 0.f);
+    }
+  }
+}
+
+template <typename W>
+void rows_block_avx2(const Problem& p, int64_t m0, int64_t rows, int64_t panel) {
+  switch (rows) {
+    case 1: return panel_block_avx2<W, 1>(p, m0, panel);
+    case 2: return panel_block_avx2<W, 2>(p, m0, panel);
+    default: return panel_block_avx2<W, 3>(p, m0, panel);
+  }
+}
+#endif
+
 inline float widen(float v) { return v; }
 inline float widen(uint16_t v) {
   const uint32_t bits = static_cast<uint32_t>(v) << 16;
@@ -100,7 +165,7 @@ inline float widen(uint16_t v) {
   return f;
 }
 
-// The same sums one channel at a time (CPUs without AVX-512; decoder_linear prefers torch there).
+// The same sums one channel at a time (CPUs without AVX2; decoder_linear prefers torch there).
 template <typename W>
 void scalar_panel(const Problem& p, int64_t panel) {
   const W* w = static_cast<const W*>(p.w) + panel * p.K * kWidth;
@@ -121,6 +186,9 @@ void run(const Problem& p, int64_t panels) {
     for (int64_t panel = begin; panel < end; ++panel) {
 #if DEPLOYLM_AVX512
       for (int64_t m = 0; m < p.M; m += kMaxRows) rows_block<W>(p, m, std::min<int64_t>(kMaxRows, p.M - m), panel);
+#elif DEPLOYLM_AVX2
+      for (int64_t m = 0; m < p.M; m += kMaxRowsAvx2)
+        rows_block_avx2<W>(p, m, std::min<int64_t>(kMaxRowsAvx2, p.M - m), panel);
 #else
       scalar_panel<W>(p, panel);
 #endif
@@ -130,7 +198,8 @@ void run(const Problem& p, int64_t panels) {
 
 }  // namespace
 
-bool has_avx512() { return DEPLOYLM_AVX512 != 0; }
+// The instruction set float_linear's loop uses: "avx512", "avx2", or "" (the scalar loop).
+std::string float_simd() { return DEPLOYLM_AVX512 ? "avx512" : (DEPLOYLM_AVX2 ? "avx2" : ""); }
 
 // x [M, K] float32; packed [panels, K, 32] float32 or bfloat16; bias [N] float32 or empty; n: output features
 // (panels * 32 minus the padding). Returns [M, n] float32.

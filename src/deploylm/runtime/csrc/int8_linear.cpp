@@ -17,13 +17,20 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #include <immintrin.h>
 #define DEPLOYLM_VNNI 1
+#define DEPLOYLM_AVX2 0
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define DEPLOYLM_VNNI 0
+#define DEPLOYLM_AVX2 1
 #else
 #define DEPLOYLM_VNNI 0
+#define DEPLOYLM_AVX2 0
 #endif
 
 namespace {
@@ -208,8 +215,62 @@ void vnni_rows(const Problem& p, int64_t m0, int64_t rows, int64_t panel) {
 }
 #endif
 
-// Same sums, one channel at a time: CPUs without AVX-512 VNNI (correct, not fast; weight_int8 prefers
-// torch's kernels there, see has_vnni).
+#if DEPLOYLM_AVX2
+// AVX2 has no u8 x s8 -> s32 instruction; vpmaddubsw adds pairs of u8 x s8 products in int16 and saturates on
+// u8 activations (2 * 255 * 127 > 32767). So the activations are shifted to s8 (a - 128) and the sign moves
+// onto the weights: |a - 128| <= 128 as u8 times sign(a - 128) * w, |w| <= 127, gives pairs of at most
+// 2 * 128 * 127 = 32512, never saturated; the sums are exact, and the 128 * sum(w) the shift took off goes back
+// in with the zero point. One 32-byte load feeds 8 output channels (their 4 k values each).
+constexpr int kRowsAvx2 = 2;  // 16 registers: 8 sums, 2 x (|a|, a) per row, the weights, the ones
+
+template <int MR>
+void avx2_block(const Problem& p, int64_t m0, int64_t panel) {
+  constexpr int NV = kPanel * kTile * kGroup / 32;  // weight vectors per k step
+  __m256i acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) acc[i][j] = _mm256_setzero_si256();
+  const int64_t lda = p.K4 * kGroup, step = kPanel * kTile * kGroup;
+  const int8_t* w = p.w + panel * p.K4 * step;
+  const uint8_t* a = p.a + m0 * lda;
+  const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  for (int64_t k4 = 0; k4 < p.K4; ++k4, w += step) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetch), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetch + 64), _MM_HINT_T0);
+    __m256i sa[MR], ua[MR];
+    for (int i = 0; i < MR; ++i) {
+      int32_t four;
+      std::memcpy(&four, a + i * lda + k4 * kGroup, sizeof(four));
+      sa[i] = _mm256_xor_si256(_mm256_set1_epi32(four), flip);  // a - 128 as s8
+      ua[i] = _mm256_abs_epi8(sa[i]);                            // -128 -> 0x80, read as u8: 128
+    }
+    for (int j = 0; j < NV; ++j) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * 32));
+      for (int i = 0; i < MR; ++i) {
+        const __m256i pairs = _mm256_maddubs_epi16(ua[i], _mm256_sign_epi8(b, sa[i]));
+        acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(pairs, ones));
+      }
+    }
+  }
+  for (int j = 0; j < NV; ++j) {
+    const int64_t n0 = panel * kPanel * kTile + j * 8;
+    if (n0 >= p.N) break;
+    const int64_t valid = std::min<int64_t>(8, p.N - n0);
+    const __m256i wsum = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.wsum + n0));
+    for (int i = 0; i < MR; ++i) {
+      const RowScale xs = p.xs[m0 + i];
+      const __m256i exact = _mm256_add_epi32(acc[i][j], _mm256_mullo_epi32(wsum, _mm256_set1_epi32(128 - xs.zero)));
+      alignas(32) float sums[8];
+      _mm256_store_ps(sums, _mm256_cvtepi32_ps(exact));
+      float* out = p.y + (m0 + i) * p.N + n0;
+      for (int c = 0; c < valid; ++c)
+        out[c] = sums[c] * (p.ws[n0 + c] * xs.step) + (p.bias ? p.bias[n0 + c] : 0.f);
+    }
+  }
+}
+#endif
+
+// Same sums, one channel at a time: CPUs with neither (correct, not fast; weight_int8 prefers torch's kernels
+// there, see int8_simd).
 void scalar_panel(const Problem& p, int64_t m, int64_t panel) {
   const int8_t* w = p.w + panel * p.K4 * kPanel * kTile * kGroup;
   const uint8_t* a = p.a + m * p.K4 * kGroup;
@@ -230,6 +291,11 @@ void run_panels(const Problem& p, int64_t begin, int64_t end) {
   for (int64_t panel = begin; panel < end; ++panel) {
 #if DEPLOYLM_VNNI
     for (int64_t m = 0; m < p.M; m += 6) vnni_rows(p, m, std::min<int64_t>(6, p.M - m), panel);
+#elif DEPLOYLM_AVX2
+    for (int64_t m = 0; m < p.M; m += kRowsAvx2) {
+      if (p.M - m >= kRowsAvx2) avx2_block<kRowsAvx2>(p, m, panel);
+      else avx2_block<1>(p, m, panel);
+    }
 #else
     for (int64_t m = 0; m < p.M; ++m) scalar_panel(p, m, panel);
 #endif
@@ -238,7 +304,8 @@ void run_panels(const Problem& p, int64_t begin, int64_t end) {
 
 }  // namespace
 
-bool has_vnni() { return DEPLOYLM_VNNI != 0; }
+// The instruction set int8_linear's loop uses: "avx512-vnni", "avx2", or "" (the scalar loop).
+std::string int8_simd() { return DEPLOYLM_VNNI ? "avx512-vnni" : (DEPLOYLM_AVX2 ? "avx2" : ""); }
 
 // x [M, K] float32; packed [panels, K4, panel tiles, 16, 4] int8; wsum [panels * panel tiles * 16] int32; scale [N] float32; bias [N] or
 // empty; block: the Hadamard block the weights were rotated with (0: none). Returns [M, N] float32.
