@@ -20,6 +20,34 @@ def _cpu_model() -> str:
 
 
 @functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_vnni() -> bool:
+    """AVX-512 VNNI: u8 x s8 products summed in int32. Without it, x86 int8 kernels (onnxruntime's MLAS, fbgemm) add
+    pairs of products in int16, which saturates on full-range int8 weights."""
+    return {"avx512f", "avx512bw", "avx512_vnni"} <= cpu_flags()
+
+
+def simd() -> str:
+    """The widest x86 vector extension this CPU has that deploylm's kernels use."""
+    flags = cpu_flags()
+    if has_vnni():
+        return "avx512_vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if {"avx2", "fma"} <= flags else "none"
+
+
+@functools.lru_cache(maxsize=1)
 def machine_info() -> dict:
     try:
         cores = len(os.sched_getaffinity(0))
@@ -34,6 +62,7 @@ def machine_info() -> dict:
         "hostname": platform.node(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "simd": simd(),
         "cores": cores,
         "memory_gb": mem_gb,
         "python": platform.python_version(),

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..artifacts import Artifact
 from ..errors import ConfigError, DataError
+from ..machine import has_vnni
 from .common import check_supported, copy_aux_files, task_data
 from .first_token import recorded_rewrites
 from .gate import GateOptions, build_gated_variant
@@ -97,9 +98,15 @@ def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibrati
 
     # Needed on fused graphs (com.microsoft ops carry no type info for the quantiser), ASSETS.md.
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    # Without VNNI, onnxruntime's int8 MatMul adds pairs of u8 x s8 products in int16 and saturates on full-range
+    # weights (the parity check then refuses the variant): 7-bit weights (reduce_range, onnxruntime's advice for
+    # non-VNNI CPUs) keep the pairs inside int16. The artifact is quantised for the CPU it is built on, and the
+    # manifest says which.
+    reduce_range = not has_vnni()
     if method == "dynamic-int8":
-        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8, extra_options=extra)
-        return {"per_channel": True, "weight_type": "int8"}
+        quantize_dynamic(str(src), str(dst), per_channel=True, reduce_range=reduce_range,
+                         weight_type=QuantType.QInt8, extra_options=extra)
+        return {"per_channel": True, "weight_type": "int8", "reduce_range": reduce_range}
     # Symbolic shape inference types the outputs of fused com.microsoft ops; without it the calibrator
     # sees no float activations there and silently quantises weights only.
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -108,12 +115,13 @@ def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibrati
         typed = Path(tmp) / "typed.onnx"
         quant_pre_process(str(src), str(typed), skip_optimization=True, skip_onnx_shape=True)
         quantize_static(str(typed), str(dst), _calibration_reader(parent, typed, calibration),
-                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+                        activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={**extra, "WeightSymmetric": True, "ActivationSymmetric": False})
     return {"per_channel": True, "format": "QDQ", "weight_type": "int8", "activation_type": "uint8",
-            "calibration_samples": len(calibration or [])}
+            "reduce_range": reduce_range, "calibration_samples": len(calibration or [])}
 
 
 
