@@ -63,16 +63,34 @@ def engine_levels(art: Path, levels: list[int], prompt_len: int, max_tokens: int
         return json.loads(Path(f.name).read_text())
 
 
+def one_then_many(art: Path, levels: list[int], prompt_len: int, max_tokens: int) -> list[dict]:
+    """One stream: 4 requests in turn (TTFT p50 over 4, not a single sample), as the HTTP one-client level does;
+    more streams: one request each."""
+    many = [c for c in levels if c > 1]
+    return ((engine_levels(art, [1], prompt_len, max_tokens, per_stream=4) if 1 in levels else [])
+            + (engine_levels(art, many, prompt_len, max_tokens) if many else []))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def http_levels(art: Path, levels: list[int], texts: list[str], max_tokens: int) -> list[dict]:
+def http_requests(c: int) -> int:
+    """One client sends 4 requests in turn on one connection, as the engine's one-stream level does."""
+    return 4 if c == 1 else c
+
+
+def http_levels(art: Path, levels: list[int], pool: list[str], max_tokens: int) -> list[dict]:
+    """`pool`: prompts cut by level_slices(levels, http_requests), so no level times a prefix-cache hit."""
     import httpx
 
+    from deploylm.bench.gen_prompts import level_slices
     from deploylm.bench.generate import run_http_level
+
+    slices, total = level_slices(levels, http_requests)
+    assert len(pool) >= total, f"{len(pool)} prompts for {total}"
 
     port = free_port()
     proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "deploylm"), "serve", str(art), "--name", "smollm2",
@@ -83,8 +101,9 @@ def http_levels(art: Path, levels: list[int], texts: list[str], max_tokens: int)
                 break
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(base + "/v2/health/ready").status_code == 200
-        run_http_level(base, "smollm2", texts[:1], 8, 1, 1)  # warm-up
-        return [run_http_level(base, "smollm2", texts, max_tokens, c, c).as_dict() for c in levels]
+        run_http_level(base, "smollm2", pool[total - 1:total], 8, 1, 1)  # warm-up, on a prompt no level measures
+        return [run_http_level(base, "smollm2", pool[part], max_tokens, c, http_requests(c)).as_dict()
+                for c, part in slices]
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -188,17 +207,18 @@ def main() -> int:
     args = ap.parse_args()
     from transformers import AutoTokenizer
 
-    from deploylm.bench.gen_prompts import benchmark_prompts
+    from deploylm.bench.gen_prompts import benchmark_prompts, level_slices
     from deploylm.bench.generate_peers import measure_bandwidth
     from deploylm.machine import machine_info
 
     levels = [int(x) for x in args.levels.split(",")]
     arts = variants()
     tok = AutoTokenizer.from_pretrained(arts["fp32"])
-    texts = benchmark_prompts(max(levels), args.prompt_len, tok)
+    texts = benchmark_prompts(max(levels), args.prompt_len, tok)  # the peers' prompts, and parity's
+    http_pool = benchmark_prompts(level_slices([1, 16], http_requests)[1], args.prompt_len, tok)
     mt, fp32 = args.max_tokens, arts["fp32"]
     systems = {
-        "deploylm-weight-int8": lambda: engine_levels(arts["weight-int8"], levels, args.prompt_len, mt),
+        "deploylm-weight-int8": lambda: one_then_many(arts["weight-int8"], levels, args.prompt_len, mt),
         # ablation: the same artifact through transformers' forward instead of the lean one (decoder_fastpath.py)
         "deploylm-weight-int8-hf-forward": lambda: engine_levels(arts["weight-int8"], [1, 16], args.prompt_len, mt,
                                                                  env={"DEPLOYLM_DECODER_FAST_PATH": "0"}),
@@ -208,7 +228,7 @@ def main() -> int:
         "deploylm-fp32-torch-linear": lambda: engine_levels(fp32, [1], args.prompt_len, mt, per_stream=4,
                                                             env={"DEPLOYLM_FLOAT_KERNEL": "0"}),
         "deploylm-bf16": lambda: engine_levels(arts["bf16"], [1], args.prompt_len, mt),
-        "deploylm-http-int8": lambda: http_levels(arts["weight-int8"], [1, 16], texts, mt),
+        "deploylm-http-int8": lambda: http_levels(arts["weight-int8"], [1, 16], http_pool, mt),
         "hf": lambda: peer_levels("hf", fp32, texts, mt, [1]),
         "hf-static": lambda: peer_levels("hf-static", fp32, texts, mt, [16]),
         "hf-cb": lambda: peer_levels("hf-cb", fp32, texts, mt, [16]),

@@ -12,7 +12,7 @@ import pytest
 from deploylm.bench import generate_peers as gp
 from deploylm.errors import BackendUnavailableError, ConfigError
 
-from deploylm.bench.gen_prompts import benchmark_prompts  # noqa: E402
+from deploylm.bench.gen_prompts import benchmark_prompts, level_slices  # noqa: E402
 from tiny_decoders import make_tiny_decoder, tiny_tokenizer  # noqa: E402
 
 ARGS = dict(python="py", prompts_file="p.jsonl", max_tokens=8, threads=2, rounds=3)
@@ -108,6 +108,15 @@ def test_prompts_are_fixed_round_robin_slices_of_the_requested_length(tmp_path):
     assert prompts == benchmark_prompts(4, 24, tok, squad_path=path)
     with pytest.raises(ValueError, match="only 5"):
         benchmark_prompts(6, 24, tok, squad_path=path)
+
+
+def test_each_level_gets_its_own_prompts_and_the_warm_up_one_no_level_measures():
+    slices, total = level_slices([1, 4, 16], 2)
+    assert slices == [(1, slice(0, 2)), (4, slice(2, 10)), (16, slice(10, 42))]
+    assert total == 43  # 42 measured + the warm-up's
+    used = [i for _, part in slices for i in range(total)[part]]
+    assert len(used) == len(set(used)) and total - 1 not in used
+    assert level_slices([1, 16], lambda c: 4 if c == 1 else c) == ([(1, slice(0, 4)), (16, slice(4, 20))], 21)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 
 def squad_contexts(squad_path: Path | None = None) -> list[str]:
@@ -55,6 +56,20 @@ def benchmark_prompts(n: int, prompt_len_tokens: int, tokenizer, squad_path: Pat
             if len(prompts) == n:
                 return prompts
     raise ValueError(f"only {len(prompts)} SQuAD contexts have {prompt_len_tokens} tokens; asked for {n}")
+
+
+def level_slices(levels: list[int], requests: int | Callable[[int], int]) -> tuple[list[tuple[int, slice]], int]:
+    """Each load level's own prompts: (concurrency, slice of the prompt list) per level, and how many prompts that
+    takes, plus one more at the end for the warm-up. The engine's prefix cache would otherwise serve a prompt an
+    earlier level or the warm-up already ran, and the level would time a cache hit instead of a prefill.
+    `requests`: requests each stream sends, or a function from a level's concurrency to its total requests."""
+    count = requests if callable(requests) else (lambda c: c * requests)
+    out, start = [], 0
+    for c in levels:
+        n = count(c)
+        out.append((c, slice(start, start + n)))
+        start += n
+    return out, start + 1
 
 
 def write_jsonl(prompts: list[str], path: Path) -> Path:

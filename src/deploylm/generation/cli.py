@@ -114,13 +114,14 @@ def bench_generate(
     from rich.console import Console
     from rich.table import Table
 
-    from ..bench.gen_prompts import benchmark_prompts
+    from ..bench.gen_prompts import benchmark_prompts, level_slices
     from ..bench.generate import run_engine_level, run_http_level
     from ..errors import ConfigError
 
     from ..serving.loadgen import parse_levels
 
     levels = parse_levels(concurrency)
+    slices, total = level_slices(levels, requests_per_stream)
     console = Console()
     results = []
     is_url = target.startswith(("http://", "https://"))
@@ -130,23 +131,24 @@ def bench_generate(
         from ..serving.server import read_api_key
 
         key = read_api_key(api_key_file) if api_key_file else None
-        texts = _url_prompts(tokenizer, max(levels) * requests_per_stream, prompt_len)
-        for c in levels:
-            results.append(run_http_level(target, model, texts, max_tokens, c, c * requests_per_stream, key))
+        texts = _url_prompts(tokenizer, total, prompt_len)
+        for c, part in slices:
+            results.append(run_http_level(target, model, texts[part], max_tokens, c, c * requests_per_stream, key))
             console.print(_line(results[-1]))
     else:
         engine = open_engine(Path(target), max_num_seqs=max(levels))
         try:
-            texts = benchmark_prompts(max(levels) * requests_per_stream, prompt_len, engine.tokenizer)
+            texts = benchmark_prompts(total, prompt_len, engine.tokenizer)
             ids = [engine.tokenizer(t).input_ids for t in texts]
-            run_engine_level(engine, ids[:1], 8, 1, 1)  # warm-up
-            for c in levels:
-                results.append(run_engine_level(engine, ids, max_tokens, c, c * requests_per_stream,
+            run_engine_level(engine, ids[-1:], 8, 1, 1)  # warm-up, on the one prompt no level measures
+            for c, part in slices:
+                results.append(run_engine_level(engine, ids[part], max_tokens, c, c * requests_per_stream,
                                                 system=f"deploylm-{engine.runner.backend}"))
                 console.print(_line(results[-1]))
         finally:
             engine.close()
-        results += _peers(compare, Path(target), texts, max_tokens, levels, console)
+        results += _peers(compare, Path(target), texts[:max(levels) * requests_per_stream], max_tokens, levels,
+                          console)
     table = Table("system", "streams", "agg tok/s", "per-stream tok/s", "TTFT p50/p99 ms", "ITL p50/p99 ms", "errors",
                   title=f"bench-generate {target}")
     for r in results:
