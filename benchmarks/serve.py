@@ -82,9 +82,23 @@ def naive_server(artifact: str, port: int) -> None:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+def describe(model: Path) -> str:
+    """What a fine-tuned artifact is, from its manifest (a stand-in is then visibly not the full-data model)."""
+    try:
+        m = json.loads((model / "manifest.json").read_text())
+        cfg = m["config"]
+        samples = cfg.get("max_train_samples") or "all"
+        metrics = "; ".join(f"{split} accuracy {v['accuracy'] * 100:.2f} %" for split, v in m.get("metrics", {}).items()
+                            if isinstance(v, dict) and "accuracy" in v)
+        return (f"{cfg['model']} fine-tuned on {samples} {cfg['data']} examples, {cfg['epochs']:g} epoch(s), "
+                f"learning rate {cfg['learning_rate']:g}; {metrics or 'no accuracy recorded'}")
+    except (OSError, KeyError, TypeError, ValueError):
+        return "no readable manifest"
+
+
 def pick_model(arg: str | None) -> tuple[Path, str]:
     if arg:
-        return Path(arg), "given with --model"
+        return Path(arg), f"given with --model: {describe(Path(arg))}"
     if (BENCH_MODEL / "manifest.json").is_file():
         return BENCH_MODEL, "runs/bench/sst2-minilm (the lead's benchmark model)"
     if not (DEV_MODEL / "manifest.json").is_file():
