@@ -98,15 +98,16 @@ def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibrati
 
     # Needed on fused graphs (com.microsoft ops carry no type info for the quantiser), ASSETS.md.
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
-    # Without VNNI, onnxruntime's int8 MatMul adds pairs of u8 x s8 products in int16 and saturates on full-range
-    # weights (the parity check then refuses the variant): 7-bit weights (reduce_range, onnxruntime's advice for
-    # non-VNNI CPUs) keep the pairs inside int16. The artifact is quantised for the CPU it is built on, and the
-    # manifest says which.
-    reduce_range = not has_vnni()
+    # Without VNNI, onnxruntime's u8 x s8 MatMul adds pairs of products in int16 and saturates on full-range
+    # weights (the parity check then refuses the variant). There u8 weights run MLAS's u8 x u8 kernel, which
+    # widens to int16 before multiplying and cannot saturate; onnxruntime's other remedy, 7-bit weights
+    # (reduce_range), was less accurate in the parity check. The artifact is quantised for the CPU it is built
+    # on, and the manifest says which.
+    vnni = has_vnni()
     if method == "dynamic-int8":
-        quantize_dynamic(str(src), str(dst), per_channel=True, reduce_range=reduce_range,
-                         weight_type=QuantType.QInt8, extra_options=extra)
-        return {"per_channel": True, "weight_type": "int8", "reduce_range": reduce_range}
+        weight_type = QuantType.QInt8 if vnni else QuantType.QUInt8
+        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=weight_type, extra_options=extra)
+        return {"per_channel": True, "weight_type": "int8" if vnni else "uint8"}
     # Symbolic shape inference types the outputs of fused com.microsoft ops; without it the calibrator
     # sees no float activations there and silently quantises weights only.
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -115,13 +116,12 @@ def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibrati
         typed = Path(tmp) / "typed.onnx"
         quant_pre_process(str(src), str(typed), skip_optimization=True, skip_onnx_shape=True)
         quantize_static(str(typed), str(dst), _calibration_reader(parent, typed, calibration),
-                        quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                        activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8 if vnni else QuantType.QUInt8, op_types_to_quantize=["MatMul"],
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={**extra, "WeightSymmetric": True, "ActivationSymmetric": False})
-    return {"per_channel": True, "format": "QDQ", "weight_type": "int8", "activation_type": "uint8",
-            "reduce_range": reduce_range, "calibration_samples": len(calibration or [])}
+    return {"per_channel": True, "format": "QDQ", "weight_type": "int8" if vnni else "uint8",
+            "activation_type": "uint8", "calibration_samples": len(calibration or [])}
 
 
 
