@@ -244,19 +244,19 @@ def _plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-NOTES = """What this says (the run of 2026-12-02):
-- Held: no 5xx at all under 2x saturation with a fifth of the requests bad, oversized or abandoned; every bad
-  request got its 4xx (400 / 404 / 413), overload got 429, the server answered a good request after the soak, and
-  open file descriptors stayed flat apart from bursts of open connections.
-- Not met: RSS growth. In this run it rose fastest in the first minutes and slowed (+2.7 % over the second half),
-  which looked like glibc's per-thread arenas filling. A second run with the server under MALLOC_ARENA_MAX=2
-  (`python benchmarks/soak.py --duration 480 --server-env MALLOC_ARENA_MAX=2 --name soak-arena2`; results in
-  soak-arena2.json / .png) does not support that reading: RSS grew steadily, 663 -> 930 MB in 8 minutes (+33.5 %
-  from its first steady window, +10.5 % over its second half), again with 0 5xx. Something grows per request under
-  this mix; finding it (tracemalloc / a heap profile of the server under the same mix) is the next step.
-- One client-side ReadError (a keep-alive connection the client reused as it was closed); the server logged no
-  error. Latencies are the load generator's, on the same two cores: at 2x saturation its own event loop lags, so
-  p50/p99 include client-side queueing (the server's own per-request deadline is 2 s and no request hit it).
+NOTES = """What this says (the run of 2026-12-03, an AVX2 host; the run of 2026-12-02 is in git history):
+- Met: RSS growth. With the batcher thread returning freed memory to the system (malloc_trim, commit eede064),
+  the server's RSS stayed flat for the whole 10 minutes (the figure above); the run before that fix grew by
+  +13.8 %. Open file descriptors stayed flat apart from bursts of open connections; the server answered a good
+  request after the soak; no 5xx other than 504.
+- 504s are documented (a request that waits past its deadline in the queue): at 2x saturation on this slower host
+  some good requests waited longer than the 2 s deadline and got 504, as designed, and overload got 429.
+- Why the run is marked failed: 4 client-side ReadErrors (keep-alive connections the client reused as the server
+  closed them, on bad_json and good requests); the server logged no error for them. The rule here counts any
+  transport error as a failure, so it stays failed until the load generator tells a closed keep-alive from a
+  server fault (or the server stops closing connections that a client may still reuse).
+- Latencies are the load generator's, on the same two cores: at 2x saturation its own event loop lags, so
+  p50/p99 include client-side queueing.
 - The model is a stand-in fine-tuned for one epoch (its accuracy is irrelevant here)."""
 
 
