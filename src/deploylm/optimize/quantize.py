@@ -103,11 +103,10 @@ def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibrati
     # widens to int16 before multiplying and cannot saturate; onnxruntime's other remedy, 7-bit weights
     # (reduce_range), was less accurate in the parity check. The artifact is quantised for the CPU it is built
     # on, and the manifest says which.
-    vnni = has_vnni()
+    weight_type, weight_name = (QuantType.QInt8, "int8") if has_vnni() else (QuantType.QUInt8, "uint8")
     if method == "dynamic-int8":
-        weight_type = QuantType.QInt8 if vnni else QuantType.QUInt8
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=weight_type, extra_options=extra)
-        return {"per_channel": True, "weight_type": "int8" if vnni else "uint8"}
+        return {"per_channel": True, "weight_type": weight_name}
     # Symbolic shape inference types the outputs of fused com.microsoft ops; without it the calibrator
     # sees no float activations there and silently quantises weights only.
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -117,10 +116,10 @@ def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibrati
         quant_pre_process(str(src), str(typed), skip_optimization=True, skip_onnx_shape=True)
         quantize_static(str(typed), str(dst), _calibration_reader(parent, typed, calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8 if vnni else QuantType.QUInt8, op_types_to_quantize=["MatMul"],
+                        weight_type=weight_type, op_types_to_quantize=["MatMul"],
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={**extra, "WeightSymmetric": True, "ActivationSymmetric": False})
-    return {"per_channel": True, "format": "QDQ", "weight_type": "int8" if vnni else "uint8",
+    return {"per_channel": True, "format": "QDQ", "weight_type": weight_name,
             "activation_type": "uint8", "calibration_samples": len(calibration or [])}
 
 
