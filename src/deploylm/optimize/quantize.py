@@ -98,14 +98,13 @@ def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibrati
 
     # Needed on fused graphs (com.microsoft ops carry no type info for the quantiser), ASSETS.md.
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
-    # Without VNNI, onnxruntime's u8 x s8 MatMul adds pairs of products in int16 and saturates on full-range
-    # weights (the parity check then refuses the variant). There u8 weights run MLAS's u8 x u8 kernel, which
-    # widens to int16 before multiplying and cannot saturate; onnxruntime's other remedy, 7-bit weights
-    # (reduce_range), was less accurate in the parity check. The artifact is quantised for the CPU it is built
-    # on, and the manifest says which.
-    weight_type, weight_name = (QuantType.QInt8, "int8") if has_vnni() else (QuantType.QUInt8, "uint8")
+    # Weights: symmetric int8 per output channel. Without VNNI they are stored as uint8 (onnx_uint8_weights.py):
+    # the same integers, which onnxruntime's u8 x u8 kernel sums without the int16 saturation of its u8 x s8 one.
+    # The artifact is quantised for the CPU it is built on, and the manifest says which storage it has.
+    weight_name = "int8" if has_vnni() else "uint8 (int8 + 128)"
     if method == "dynamic-int8":
-        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=weight_type, extra_options=extra)
+        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8, extra_options=extra)
+        _store_for_this_cpu(dst)
         return {"per_channel": True, "weight_type": weight_name}
     # Symbolic shape inference types the outputs of fused com.microsoft ops; without it the calibrator
     # sees no float activations there and silently quantises weights only.
@@ -116,12 +115,25 @@ def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibrati
         quant_pre_process(str(src), str(typed), skip_optimization=True, skip_onnx_shape=True)
         quantize_static(str(typed), str(dst), _calibration_reader(parent, typed, calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=weight_type, op_types_to_quantize=["MatMul"],
+                        weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={**extra, "WeightSymmetric": True, "ActivationSymmetric": False})
+    _store_for_this_cpu(dst)
     return {"per_channel": True, "format": "QDQ", "weight_type": weight_name,
             "activation_type": "uint8", "calibration_samples": len(calibration or [])}
 
+
+
+def _store_for_this_cpu(path: Path) -> None:
+    if has_vnni():
+        return
+    import onnx
+
+    from .onnx_uint8_weights import store_weights_as_uint8
+
+    model = onnx.load(str(path))
+    store_weights_as_uint8(model)
+    onnx.save(model, str(path))
 
 
 def _ort_files(parent: Artifact, dest: Path, method: str, calibration: list | None,
