@@ -77,7 +77,11 @@ async def _drive(base: str, texts: list[str], rate: float, duration: float, log:
     t0 = time.monotonic()
     kinds, weights = zip(*MIX)
     tasks = set()
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+    from deploylm.serving.server import KEEP_ALIVE_S
+
+    # Idle connections expire on the client before the server closes them: with equal timeouts (httpx's and
+    # uvicorn's defaults are both 5 s) a reused connection can meet the server's close and fail as a ReadError.
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=KEEP_ALIVE_S / 2)
     async with httpx.AsyncClient(base_url=base, limits=limits) as client:
         async def one(kind: str) -> None:
             path, body, timeout = _request(kind, texts)

@@ -50,6 +50,9 @@ def read_api_key(path: Path | None) -> str | None:
     return key
 
 
+# How long the server keeps an idle HTTP connection open (uvicorn's default, named so clients can stay below it:
+# a client that reuses a connection the server is closing at that moment gets a transport error, not an answer).
+KEEP_ALIVE_S = 5
 _VERSION = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -157,7 +160,7 @@ async def serve_async(cfg: ServeConfig, report: Callable[[str], None] = print) -
         grpc_server, grpc_port = create_grpc_server(engine, metrics, cfg.limits, cfg.host, cfg.grpc_port)
         await grpc_server.start()
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=False,
-                            timeout_graceful_shutdown=int(cfg.timeout_s) + 5, lifespan="off")
+                            timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=int(cfg.timeout_s) + 5, lifespan="off")
     server = _Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
