@@ -22,7 +22,7 @@ def evaluate_model(task, model, tokenizer, examples, labels, max_length: int, ba
     """Metric of an in-memory torch model (used by finetune before the artifact exists)."""
     from .runtime.torch_runner import TorchRunner
 
-    return evaluate_runner(task, TorchRunner(model), tokenizer, examples, labels, max_length, batch_size)
+    return evaluate_runner(task, TorchRunner(model, task=task), tokenizer, examples, labels, max_length, batch_size)
 
 
 def evaluate_runner(task, runner, tokenizer, examples, labels, max_length: int, batch_size: int = 64,

@@ -16,9 +16,10 @@ OPSET = 17
 FORMATS = ("onnx",)
 
 
-def _kwargs_wrapper(model, names):
+def _kwargs_wrapper(model, names, output_names):
     """torch.onnx.export (dynamo=False) passes positional tensors; transformers-5 BERT's forward wants
-    keywords (its positional order is not input_ids, attention_mask, token_type_ids)."""
+    keywords (its positional order is not input_ids, attention_mask, token_type_ids). It returns the task's
+    outputs as a tuple in output_names' order, the order the export names them in."""
     import torch
 
     class KwargsWrapper(torch.nn.Module):
@@ -27,9 +28,16 @@ def _kwargs_wrapper(model, names):
             self.model = model
 
         def forward(self, *tensors):
-            return self.model(**dict(zip(names, tensors))).logits
+            out = self.model(**dict(zip(names, tensors)))
+            return tuple(getattr(out, n) for n in output_names)
 
     return KwargsWrapper().eval()
+
+
+def output_axes(task) -> dict[str, dict[int, str]]:
+    """Dynamic axes of each exported output: batch for a row per input, batch and sequence for a row per token."""
+    return {n: {0: "batch", 1: "sequence"} if n in task.token_level_outputs else {0: "batch"}
+            for n in task.output_names}
 
 
 def graph_rewrites(parent: Artifact, cfg: dict, all_tokens_last_layer: bool) -> list[str]:
@@ -45,16 +53,17 @@ def export_to_file(parent: Artifact, path: Path, rewrites: tuple[str, ...] | lis
     from ..tasks import get_task
 
     # Eager attention: with SDPA the exported graph has no pattern ORT's Attention fusion recognises.
-    model = get_task(parent.task).load_model(str(parent.path), attn_implementation="eager").eval()  # fp32: load_model
+    task = get_task(parent.task)
+    model = task.load_model(str(parent.path), attn_implementation="eager").eval()  # fp32: load_model
     names = model_input_names(model)
     if FIRST_TOKEN in rewrites:
         first_token_last_layer(model)
     dummy = tuple(torch.ones((2, 16), dtype=torch.long) for _ in names)
-    out_axes = {0: "batch"} if parent.task == "classification" else {0: "batch", 1: "sequence"}
     with torch.inference_mode():
-        torch.onnx.export(_kwargs_wrapper(model, names), dummy, str(path), input_names=list(names),
-                          output_names=["logits"], opset_version=OPSET, do_constant_folding=True, dynamo=False,
-                          dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": out_axes})
+        torch.onnx.export(_kwargs_wrapper(model, names, task.output_names), dummy, str(path), input_names=list(names),
+                          output_names=list(task.output_names), opset_version=OPSET, do_constant_folding=True,
+                          dynamo=False,
+                          dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, **output_axes(task)})
     return names
 
 

@@ -49,7 +49,8 @@ def open_dir_runner(path: Path, fmt: str, task: str, dtype: str | None = None):
     from ..runtime.torch_runner import TorchRunner
     from ..tasks import get_task
 
-    return TorchRunner(get_task(task).load_model(str(path)), dtype=dtype)
+    t = get_task(task)
+    return TorchRunner(t.load_model(str(path)), dtype=dtype, task=t)
 
 
 def measure_speed(runners: dict, batches: list[dict], rounds: int, times_out: dict | None = None) -> dict:

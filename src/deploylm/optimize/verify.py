@@ -1,6 +1,6 @@
-"""Parity of a variant with its parent: the same inputs through both runners, compared on the
-logits (max abs difference) and on the decision (argmax agreement). Two kinds of inputs: fresh
-random token ids with random lengths and padding (a zero batch hides bugs in masking and
+"""Parity of a variant with its parent: the same inputs through both runners, compared on each output
+the task declares, e.g. logits (max abs difference) and on the decision (argmax agreement). Two kinds of
+inputs: fresh random token ids with random lengths and padding (a zero batch hides bugs in masking and
 position handling), and real text through the real tokenizer."""
 
 from __future__ import annotations
@@ -86,34 +86,57 @@ def text_batches(texts, tokenizer, names, max_length: int, batch: int = 8) -> li
 
 
 def compare(parent, variant, batches, margin: float = 0.0) -> dict:
-    """Max abs logit difference over the non-padded positions of batches, and argmax agreement over
-    those the parent decides by more than `margin` (its top-two logit gap).
+    """Max abs difference over the non-padded positions of batches, and argmax agreement over those the
+    parent decides by more than `margin` (its top-two gap), on every output the parent returns (the
+    task's output_names: logits, or QA's start/end logits); the variant must return each of them.
+
+    The top-level keys sum up all outputs (max of the differences, the worst output's agreement, positions
+    summed), so a single-output report is what it always was; `outputs` has each output's own numbers.
+    Worst, not pooled: a large output agreeing must not hide a small one that flips.
 
     Why the margin: a fine-tuned model puts many random-token inputs (and some real ones) near its
     decision boundary, where a logit change well inside the tolerance flips the argmax: the int8
     variant of a really fine-tuned MiniLM (tests/integration/test_real_minilm.py) stayed far inside its
     logit bound yet failed an agreement count over all positions. Such flips say nothing about the
     transformation; the gate's dev-set metric judges the decisions that matter."""
-    max_abs, agree, total, decided = 0.0, 0, 0, 0
+    stats: dict[str, dict] = {}
     names = set(parent.input_names) | set(variant.input_names)
     for b in batches:
         feeds = {k: v for k, v in b.items() if k in names}
-        a, v = parent.run(feeds)["logits"], variant.run(feeds)["logits"]
-        if a.shape != v.shape:
-            raise ParityError(f"Variant logits have shape {v.shape}, parent {a.shape}: the graph is broken.")
-        if a.ndim == 3:  # token classification: only real tokens count
-            keep = b["attention_mask"].astype(bool)
-            a, v = a[keep], v[keep]
-        if not np.isfinite(v).all():
-            raise ParityError("Variant produced NaN/inf logits; the transformation broke the model.")
-        max_abs = max(max_abs, float(np.abs(a - v).max()))
-        top2 = np.sort(a, axis=-1)[..., -2:]
-        clear = (top2[..., 1] - top2[..., 0]) > margin
-        agree += int((a.argmax(-1) == v.argmax(-1))[clear].sum())
-        decided += int(clear.sum())
-        total += int(a.shape[0])
-    return {"max_abs_diff": max_abs, "argmax_agreement": agree / decided if decided else 1.0,
-            "positions": total, "decided_positions": decided, "margin": margin}
+        ref, got = parent.run(feeds), variant.run(feeds)
+        for name, a in ref.items():
+            if name not in got:
+                raise ParityError(f"Variant returns no output '{name}' (it returns {sorted(got)}); the parent does: "
+                                  "the graph is broken.")
+            _accumulate(stats.setdefault(name, {"max_abs_diff": 0.0, "agree": 0, "positions": 0,
+                                                "decided_positions": 0}),
+                        name, a, got[name], b.get("attention_mask"), margin)
+    outputs = {n: {"max_abs_diff": st["max_abs_diff"],
+                   "argmax_agreement": st["agree"] / st["decided_positions"] if st["decided_positions"] else 1.0,
+                   "positions": st["positions"], "decided_positions": st["decided_positions"]}
+               for n, st in stats.items()}
+    return {"max_abs_diff": max((o["max_abs_diff"] for o in outputs.values()), default=0.0),
+            "argmax_agreement": min((o["argmax_agreement"] for o in outputs.values()), default=1.0),
+            "positions": sum(o["positions"] for o in outputs.values()),
+            "decided_positions": sum(o["decided_positions"] for o in outputs.values()),
+            "margin": margin, "outputs": outputs}
+
+
+def _accumulate(st: dict, name: str, a: np.ndarray, v: np.ndarray, mask: np.ndarray | None, margin: float) -> None:
+    """Add one batch of one output (parent a, variant v) to that output's running numbers st."""
+    if a.shape != v.shape:
+        raise ParityError(f"Variant output '{name}' has shape {v.shape}, parent {a.shape}: the graph is broken.")
+    if a.ndim == 3 and mask is not None:  # a vector per token (token classification): only real tokens count
+        keep = mask.astype(bool)
+        a, v = a[keep], v[keep]
+    if not np.isfinite(v).all():
+        raise ParityError(f"Variant produced NaN/inf in output '{name}'; the transformation broke the model.")
+    st["max_abs_diff"] = max(st["max_abs_diff"], float(np.abs(a - v).max()))
+    top2 = np.sort(a, axis=-1)[..., -2:]
+    clear = (top2[..., 1] - top2[..., 0]) > margin
+    st["agree"] += int((a.argmax(-1) == v.argmax(-1))[clear].sum())
+    st["decided_positions"] += int(clear.sum())
+    st["positions"] += int(a.shape[0])
 
 
 def check_parity(parent, variant, tokenizer, method: str, max_length: int, vocab_size: int,

@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 @runtime_checkable
 class Runner(Protocol):
     """run(batch) -> outputs. batch: int64 arrays [batch, seq] named like the model's inputs
-    (input_ids, attention_mask, token_type_ids); outputs: {"logits": float32 array}."""
+    (input_ids, attention_mask, token_type_ids); outputs: {name: float32 array} for every name in
+    output_names (the task's, e.g. ("logits",); QA would return start_logits and end_logits)."""
 
     backend: str
     input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
 
     def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 

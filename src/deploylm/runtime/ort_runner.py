@@ -67,8 +67,9 @@ class OrtRunner:
         self.session = ort.InferenceSession(str(path), session_options(self.threads, graph_level, disabled_optimizers),
                                             providers=["CPUExecutionProvider"])
         self.input_names = tuple(i.name for i in self.session.get_inputs())
-        outputs = [o.name for o in self.session.get_outputs()]
-        self._output = "logits" if "logits" in outputs else outputs[0]
+        # Every graph output, by the name the export gave it (the task's output_names): a task with several
+        # outputs (QA's start/end logits) gets them all, and no output is ever picked by position.
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
 
     def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shape = batch["input_ids"].shape
@@ -78,8 +79,8 @@ class OrtRunner:
             if arr is None:  # e.g. token_type_ids the tokenizer did not produce: all segment 0
                 arr = np.zeros(shape, dtype=np.int64)
             feeds[name] = np.ascontiguousarray(arr, dtype=np.int64)
-        (logits,) = self.session.run([self._output], feeds)
-        return {"logits": np.asarray(logits, dtype=np.float32)}
+        values = self.session.run(list(self.output_names), feeds)
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self.output_names, values)}
 
 
 @register_runner("onnx")

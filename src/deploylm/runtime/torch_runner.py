@@ -23,10 +23,15 @@ def model_input_names(model) -> tuple[str, ...]:
 class TorchRunner:
     backend = "torch"
 
-    def __init__(self, model, threads: int | None = None, dtype: str | None = None):
+    def __init__(self, model, threads: int | None = None, dtype: str | None = None, task=None):
+        """task: the Task whose output_names run() returns; None (a bare model) reads the default, logits."""
         import torch
 
+        from ..tasks.base import Task
+
         self._torch = torch
+        self.task = task if task is not None else Task()
+        self.output_names = self.task.output_names
         self.threads = threads or settings.num_threads()
         self.model = model.eval()
         self.dtype = dtype
@@ -45,7 +50,7 @@ class TorchRunner:
                     out = self.model(**feeds)
             else:
                 out = self._forward_without_onednn(feeds)
-        return {"logits": out.logits.float().numpy()}
+        return self.task.model_outputs(out)
 
     def _forward_without_onednn(self, feeds: dict):
         """In an fp32 encoder only GELU goes to oneDNN, which builds and caches a primitive per input shape:
@@ -67,4 +72,4 @@ def open_torch_runner(artifact, threads: int | None = None, **_ignored) -> Torch
 
     task = get_task(artifact.task)
     model = run_on_compute(task.load_model, str(artifact.path))  # where its forwards will run
-    return TorchRunner(model, threads=threads, dtype=artifact.manifest.get("dtype"))
+    return TorchRunner(model, threads=threads, dtype=artifact.manifest.get("dtype"), task=task)

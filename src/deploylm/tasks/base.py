@@ -13,6 +13,12 @@ class Task:
     name: str
     primary_metric: str
     auto_model: str  # transformers Auto class name
+    # The model outputs deploylm reads, by their transformers names: what runners return, what an ONNX export
+    # names its graph outputs, what parity compares. Extractive QA (start_logits, end_logits) or embeddings
+    # (sentence_embedding) declare their own; the classifiers read only logits.
+    output_names: tuple[str, ...] = ("logits",)
+    # Those of output_names with a row per token (batch and sequence axes); the others have a row per input.
+    token_level_outputs: tuple[str, ...] = ()
 
     # --- training -------------------------------------------------------------------
     def label_set(self, targets: list) -> list[str]:
@@ -42,6 +48,11 @@ class Task:
         raise NotImplementedError
 
     # --- shared ---------------------------------------------------------------------
+    def model_outputs(self, out) -> dict[str, np.ndarray]:
+        """A transformers forward's output -> {name: float32 array} for each of output_names (what a Runner
+        returns). float(): a bf16 (autocast) forward's outputs are widened, callers always see float32."""
+        return {n: getattr(out, n).float().numpy() for n in self.output_names}
+
     def load_model(self, location: str, labels: list[str] | None = None, **kwargs):
         import torch
         import transformers

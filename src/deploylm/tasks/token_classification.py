@@ -38,6 +38,7 @@ class TokenClassificationTask(Task):
     name = "token-classification"
     primary_metric = "f1"
     auto_model = "AutoModelForTokenClassification"
+    token_level_outputs = ("logits",)
 
     def label_set(self, targets):
         types = sorted({t for tags in targets for tag in tags if (t := _entity_type(tag))})
