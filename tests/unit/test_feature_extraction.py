@@ -218,3 +218,11 @@ def test_cli_import_then_predict(capsys, monkeypatch, tmp_path):
     data = json.loads(res.stdout)
     assert data[0]["dimensions"] == 32 and len(data[0]["embedding"]) == 32
     np.testing.assert_allclose(data[0]["embedding"], ref, atol=1e-5)
+
+
+def test_quantize_is_refused_until_an_embedding_gate_exists(tiny_fe, tmp_path):
+    from deploylm.optimize.quantize import quantize
+
+    with pytest.raises(ConfigError, match="cosine similarity"):
+        quantize(tiny_fe, tmp_path / "q", "dynamic-int8")
+    assert not (tmp_path / "q").exists()
