@@ -226,3 +226,10 @@ def test_quantize_is_refused_until_an_embedding_gate_exists(tiny_fe, tmp_path):
     with pytest.raises(ConfigError, match="cosine similarity"):
         quantize(tiny_fe, tmp_path / "q", "dynamic-int8")
     assert not (tmp_path / "q").exists()
+
+
+def test_serve_refuses_at_load_time(tiny_fe):
+    from deploylm.serving.engine import load_model
+
+    with pytest.raises(ConfigError, match="does not serve its outputs"):
+        load_model(tiny_fe.path)
