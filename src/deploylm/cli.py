@@ -89,10 +89,13 @@ def eval_(
     _print_metrics({f"{data}:{split}": rec})
 
 
+EMBEDDING_SHOWN = 6
+
+
 @app.command()
 def predict(artifact: Path, texts: List[str] = typer.Argument(..., help="one or more texts"),
             as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """Label + score (classification) or entity spans (NER) for each text."""
+    """Label + score (classification), entity spans (NER) or a sentence embedding for each text."""
     from .evaluation import predict as run
 
     preds = run(artifact, texts)
@@ -102,6 +105,9 @@ def predict(artifact: Path, texts: List[str] = typer.Argument(..., help="one or 
     for text, p in zip(texts, preds):
         if "label" in p:
             out.print(f"{p['label']} ({p['score']:.3f})  {text}")
+        elif "embedding" in p:  # the whole vector only with --json
+            head = ", ".join(f"{v:.4f}" for v in p["embedding"][:EMBEDDING_SHOWN])
+            out.print(f"{p['dimensions']} dims [{head}, ...]  {text}")
         else:
             ents = ", ".join(f"{e['text']} [{e['entity']}] {e['score']:.2f}" for e in p["entities"]) or "no entities"
             out.print(f"{text}\n  -> {ents}")

@@ -32,9 +32,13 @@ def _report(art) -> None:
     out.print(f"  parity: max |dlogit| {max(parity['random']['max_abs_diff'], parity['real']['max_abs_diff']):.3g}, "
               f"argmax agreement {min(parity['random']['argmax_agreement'], parity['real']['argmax_agreement']):.1%}")
     m = gate["metric"]
+    speed = (f"speed {gate['speed_ratio']:.2f}x its parent ({gate['speed']['variant_seq_per_s']} vs "
+             f"{gate['speed']['parent_seq_per_s']} seq/s, batch {gate['speed']['batch_size']})")
+    if m is None:  # a task without a dev metric (sentence embeddings): parity and speed are the gate
+        out.print(f"  no dev-set metric for {art.task}; {speed}")
+        return
     out.print(f"  {m} on {gate['samples']} {gate['split']} examples: {gate['parent'][m]:.4f} -> {gate['variant'][m]:.4f} "
-              f"({gate['metric_delta_points']:+.2f} pt); speed {gate['speed_ratio']:.2f}x its parent "
-              f"({gate['speed']['variant_seq_per_s']} vs {gate['speed']['parent_seq_per_s']} seq/s, batch {gate['speed']['batch_size']})")
+              f"({gate['metric_delta_points']:+.2f} pt); {speed}")
 
 
 ALL_TOKENS_HELP = ("classification: export the last layer for every token (default: only the first token, "

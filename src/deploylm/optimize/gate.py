@@ -73,13 +73,29 @@ def measure_speed(runners: dict, batches: list[dict], rounds: int, times_out: di
     return {k: round(n_seq / statistics.median(v), 2) for k, v in times.items()}
 
 
-def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, gate: GateOptions) -> dict:
-    from ..data import load_dataset
-    from ..evaluation import evaluate_runner
-    from ..runtime.batching import length_batches, pad_batch
+def has_dev_metric(task_name: str) -> bool:
+    """Whether the task has a dev-set metric to gate on; sentence embeddings have none (parity and speed only)."""
     from ..tasks import get_task
 
-    task = get_task(parent.task)
+    return get_task(task_name).primary_metric is not None
+
+
+def _no_metric_record(gate: GateOptions) -> tuple[dict, list[str]]:
+    """The gate record of a task without a dev metric, and the texts its speed is measured on: the parity
+    check's real texts, repeated up to bench_samples (there is no dataset in such an artifact's lineage)."""
+    from .verify import REAL_TEXTS
+
+    texts = (REAL_TEXTS * (gate.bench_samples // len(REAL_TEXTS) + 1))[: gate.bench_samples]
+    record = {"data": None, "split": None, "samples": 0, "metric": None, "parent": {}, "variant": {},
+              "metric_delta_points": 0.0, "dataset_name": None}
+    return record, texts
+
+
+def _dev_metric_record(task, parent: Artifact, parent_runner, variant_runner, tokenizer,
+                       gate: GateOptions) -> tuple[dict, list]:
+    from ..data import load_dataset
+    from ..evaluation import evaluate_runner
+
     data = load_dataset(task_data(parent, gate.data))
     if data.task != parent.task:
         raise ConfigError(f"{data.source} holds {data.task} data but {parent.path} is a {parent.task} model.")
@@ -88,22 +104,35 @@ def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, 
     args = (tokenizer, examples, parent.labels, parent.max_length, gate.batch_size)
     before = evaluate_runner(task, parent_runner, *args, show_progress=False)
     after = evaluate_runner(task, variant_runner, *args, show_progress=False)
-    feats, _ = task.encode(examples.inputs[: gate.bench_samples], tokenizer, parent.max_length)
+    metric = task.primary_metric
+    record = {"data": data.source, "split": gate.split, "samples": len(examples), "metric": metric,
+              "parent": before, "variant": after, "metric_delta_points": round(100 * (after[metric] - before[metric]), 3),
+              "dataset_name": data.name}
+    return record, list(examples.inputs[: gate.bench_samples])
+
+
+def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, gate: GateOptions) -> dict:
+    from ..runtime.batching import length_batches, pad_batch
+    from ..tasks import get_task
+
+    task = get_task(parent.task)
+    if task.primary_metric is None:
+        record, bench_inputs = _no_metric_record(gate)
+    else:
+        record, bench_inputs = _dev_metric_record(task, parent, parent_runner, variant_runner, tokenizer, gate)
+    feats, _ = task.encode(bench_inputs, tokenizer, parent.max_length)
     names = tuple(dict.fromkeys(parent_runner.input_names + variant_runner.input_names))
     batches = [pad_batch([feats[i] for i in idx], tokenizer.pad_token_id or 0, names)
                for idx in length_batches(feats, gate.batch_size)]
     times: dict[str, list[float]] = {}
     speed = measure_speed({"parent": parent_runner, "variant": variant_runner}, batches, gate.rounds, times)
     verdict = summarise([p / v for p, v in zip(times["parent"], times["variant"])])  # seconds: parent / variant
-    metric = task.primary_metric
     return {
-        "data": data.source, "split": gate.split, "samples": len(examples), "metric": metric,
-        "parent": before, "variant": after, "metric_delta_points": round(100 * (after[metric] - before[metric]), 3),
+        **record,
         "speed": {"batch_size": gate.batch_size, "samples": len(feats), "parent_seq_per_s": speed["parent"],
                   "variant_seq_per_s": speed["variant"], "threads": parent_runner.threads,
                   **verdict},
         "speed_ratio": verdict["ratio_median"],
-        "dataset_name": data.name,
     }
 
 
@@ -111,7 +140,7 @@ def judge(record: dict, gate: GateOptions, what: str) -> None:
     """Raise GateError when the variant is less accurate or slower than allowed."""
     drop = -record["metric_delta_points"]
     problems = []
-    if drop > gate.max_metric_drop and not gate.allow_metric_drop:
+    if record["metric"] is not None and drop > gate.max_metric_drop and not gate.allow_metric_drop:
         problems.append(f"{record['metric']} dropped {drop:.2f} points ({record['parent'][record['metric']]:.4f} -> "
                         f"{record['variant'][record['metric']]:.4f} on {record['samples']} {record['split']} examples), "
                         f"more than --max-metric-drop {gate.max_metric_drop:g}")
@@ -134,7 +163,8 @@ def build_gated_variant(parent: Artifact, output, write_files: Callable[[Path], 
     from .verify import check_parity
 
     out = check_output(output, overwrite)
-    task_data(parent, gate.data)  # fail on a missing dataset before minutes of export work
+    if has_dev_metric(parent.task):
+        task_data(parent, gate.data)  # fail on a missing dataset before minutes of export work
     clear_leftovers(out)
     staging = work_dir(out, "staging")
     staging.mkdir(parents=True)
@@ -148,8 +178,9 @@ def build_gated_variant(parent: Artifact, output, write_files: Callable[[Path], 
                               tolerance=parity_tolerance)
         record = _eval_and_bench(parent, parent_runner, variant_runner, tokenizer, gate)
         judge(record, gate, f"the {method} variant of {parent.path}")
-        metrics = {f"{record.pop('dataset_name')}:{record['split']}":
-                   {**record["variant"], "samples": record["samples"], "data": record["data"]}}
+        name = record.pop("dataset_name")
+        metrics = {} if record["metric"] is None else {
+            f"{name}:{record['split']}": {**record["variant"], "samples": record["samples"], "data": record["data"]}}
 
         def copy_staged(tmp: Path) -> None:
             for item in staging.iterdir():

@@ -28,7 +28,7 @@ from ..errors import ConfigError, DataError
 from ..machine import has_vnni
 from .common import check_supported, copy_aux_files, task_data
 from .first_token import recorded_rewrites
-from .gate import GateOptions, build_gated_variant
+from .gate import GateOptions, build_gated_variant, has_dev_metric
 
 METHODS = {"dynamic-int8": ("onnxruntime",), "static-int8": ("onnxruntime",), "bf16": ("torch",)}
 BACKENDS = ("onnxruntime", "torch")
@@ -225,6 +225,11 @@ def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, b
             raise ConfigError("--parity-tolerance and --all-tokens-last-layer are encoder options; a decoder variant "
                               "is gated by perplexity (--max-ppl-increase). Leave them out.")
         return quantize_decoder(parent, output, method, gate=decoder_gate, backend=backend, overwrite=overwrite)
+    if not has_dev_metric(parent.task):
+        # Its gate would be parity alone, whose max-abs bound (0.5 for int8) says nothing about vectors of unit
+        # norm: an int8 embedder needs a cosine-similarity gate, which does not exist yet.
+        raise ConfigError(f"{parent.path} is a {parent.task} model; quantising it is not supported yet (its gate "
+                          "would have to compare embeddings by cosine similarity). `deploylm export` it to ONNX.")
     backend = check_method(method, backend)
     gate = gate or GateOptions()
     calibration_samples = calibration_samples or QuantizeConfig.model_fields["calibration_samples"].default

@@ -16,7 +16,9 @@ def model_input_names(model) -> tuple[str, ...]:
     """The encoder inputs this model's forward() takes (MPNet/RoBERTa-style models take no token_type_ids)."""
     import inspect
 
-    accepted = set(inspect.signature(model.forward).parameters)
+    # A task's wrapper module (tasks/feature_extraction.py) takes what the encoder it wraps takes.
+    inner = getattr(model, "wrapped_model", model)
+    accepted = set(inspect.signature(inner.forward).parameters)
     return tuple(n for n in MODEL_INPUTS if n in accepted)
 
 

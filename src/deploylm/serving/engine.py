@@ -70,6 +70,10 @@ def load_model(path: str | Path, name: str | None = None, version: str = "1", de
     art = Artifact.open(path)
     if art.task == GENERATION_TASK:
         return _load_decoder(art, name, version, decoder)
+    if "logits" not in get_task(art.task).output_names:
+        # The encoder batcher and the wire encodings read logits; refuse at start-up, not at the first request.
+        raise ConfigError(f"{art.path} is a {art.task} model; `deploylm serve` does not serve its outputs "
+                          f"({', '.join(get_task(art.task).output_names)}) yet. Use `deploylm predict` for now.")
     runner = open_runner(art)
     return ServedModel(name=name or art.name, task=get_task(art.task), tokenizer=load_tokenizer(art), runner=runner,
                        labels=art.labels, max_length=art.max_length, version=version,

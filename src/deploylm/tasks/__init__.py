@@ -9,6 +9,7 @@ _TASKS = {
     "classification": "deploylm.tasks.classification:ClassificationTask",
     "token-classification": "deploylm.tasks.token_classification:TokenClassificationTask",
     "text-generation": "deploylm.tasks.generation:GenerationTask",
+    "feature-extraction": "deploylm.tasks.feature_extraction:FeatureExtractionTask",
 }
 
 

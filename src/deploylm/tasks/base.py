@@ -73,18 +73,20 @@ class Task:
     def predict(self, runner, tokenizer, inputs: Sequence, labels: list[str], max_length: int,
                 batch_size: int = 32, progress=None) -> list:
         features, aux = self.encode(inputs, tokenizer, max_length)
-        logits = run_features(runner, features, tokenizer.pad_token_id or 0, batch_size, progress)
+        logits = run_features(runner, features, tokenizer.pad_token_id or 0, batch_size, progress,
+                              output=self.output_names[0])
         id2label = dict(enumerate(labels))
         return [self.decode(lg, a, id2label) for lg, a in zip(logits, aux)]
 
 
-def run_features(runner, features: list[dict], pad_id: int, batch_size: int, progress=None) -> list[np.ndarray]:
-    """Run every feature through the runner in length-sorted batches; return per-example
-    logits in input order, with padding positions removed."""
+def run_features(runner, features: list[dict], pad_id: int, batch_size: int, progress=None,
+                 output: str = "logits") -> list[np.ndarray]:
+    """Run every feature through the runner in length-sorted batches; return each example's `output`
+    (logits, or an embedding) in input order, with padding positions removed."""
     out: list[np.ndarray | None] = [None] * len(features)
     for idx in length_batches(features, batch_size):
         batch = pad_batch([features[i] for i in idx], pad_id, runner.input_names)
-        logits = runner.run(batch)["logits"]
+        logits = runner.run(batch)[output]
         for row, i in enumerate(idx):
             n = len(features[i]["input_ids"])
             out[i] = logits[row] if logits.ndim == 2 else logits[row, :n]
