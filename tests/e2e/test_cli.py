@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_run import run_inprocess
 from conftest import reference_predictions
 
 pytestmark = pytest.mark.e2e
@@ -17,19 +18,6 @@ DEPLOYLM = [sys.executable, "-m", "deploylm.cli"]
 def run(*args, cwd=None, env=None):
     e = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([*DEPLOYLM, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e, timeout=300)
-
-
-def run_inprocess(capsys, monkeypatch, *args):
-    """Same entry point as the console script, in this process (saves a torch import per case)."""
-    from types import SimpleNamespace
-
-    from deploylm import cli
-
-    monkeypatch.setattr(sys, "argv", ["deploylm", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    cap = capsys.readouterr()
-    return SimpleNamespace(returncode=exc.value.code, stdout=cap.out, stderr=cap.err)
 
 
 def assert_clean_error(res, *needles):

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_cli import run_inprocess
+from cli_run import run_inprocess
 
 pytestmark = pytest.mark.e2e
 

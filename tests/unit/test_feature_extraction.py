@@ -3,11 +3,11 @@ over the mask then L2 norm of plain transformers' last_hidden_state (reference c
 changes no row, the ONNX export gives the same vectors, and training entry points refuse clearly."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
+from cli_run import run_inprocess
 from conftest import minilm_dir
 from deploylm.errors import ConfigError
 
@@ -159,18 +159,6 @@ def test_score_and_labels_are_clear_errors(tiny_fe):
 
 
 # --- CLI -------------------------------------------------------------------------------------
-
-def run_inprocess(capsys, monkeypatch, *args):
-    from types import SimpleNamespace
-
-    from deploylm import cli
-
-    monkeypatch.setattr(sys, "argv", ["deploylm", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    cap = capsys.readouterr()
-    return SimpleNamespace(returncode=exc.value.code, stdout=cap.out, stderr=cap.err)
-
 
 def refuse_loading(monkeypatch):
     """Any model resolution or load from here on fails the test: the refusals must come first."""
