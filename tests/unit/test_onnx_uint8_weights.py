@@ -55,3 +55,55 @@ def test_an_int8_tensor_in_an_unknown_slot_is_refused():
     with pytest.raises(ModelError, match="feeds input 0 of Cast 'cast'"):
         store_weights_as_uint8(model)
     assert all(t.data_type == TensorProto.INT8 for t in model.graph.initializer if t.name.startswith("w"))
+
+
+def vnni_built_int8_artifact(tmp_path):
+    """A dynamic-int8 artifact as a CPU with VNNI writes it (int8 weights in the file, manifest weight_type int8)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from conftest import build_tiny_artifact
+    from deploylm.artifacts import Artifact, create_artifact
+    from deploylm.optimize.common import check_supported
+    from deploylm.optimize.export_onnx import build_onnx_files
+
+    parent = Artifact.open(build_tiny_artifact(tmp_path / "cls", labels=["0", "1"], seed=3).path)
+    fp32 = tmp_path / "fp32"
+    fp32.mkdir()
+    build_onnx_files(parent, fp32, None, check_supported(parent))
+
+    def write(d):
+        build_onnx_files(parent, d, None, check_supported(parent))
+        quantize_dynamic(str(fp32 / "model.onnx"), str(d / "model.onnx"), per_channel=True, weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+
+    art = create_artifact(tmp_path / "q", write, stage="quantize", config={}, parent=None, task="classification",
+                          labels=["0", "1"], max_length=64, fmt="onnx",
+                          extra={"method": "dynamic-int8", "optimization": {"weight_type": "int8"}})
+    return Artifact.open(art.path)
+
+
+def test_an_int8_artifact_from_a_vnni_cpu_runs_its_weights_as_uint8_without_vnni(tmp_path, monkeypatch):
+    from deploylm import machine
+    from deploylm.artifacts import Artifact
+    from deploylm.runtime import open_runner
+    from deploylm.runtime.ort_runner import OrtRunner
+
+    art = vnni_built_int8_artifact(tmp_path)
+    stored = onnx.load(str(art.path / "model.onnx"))
+    assert any(t.data_type == TensorProto.INT8 for t in stored.graph.initializer)
+    store_weights_as_uint8(stored)
+    onnx.save(stored, str(tmp_path / "shifted.onnx"))  # the rewrite done by hand: what the runner must run
+
+    rng = np.random.default_rng(1)
+    ids = rng.integers(1000, 30000, size=(4, 20))
+    batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    expected = OrtRunner(tmp_path / "shifted.onnx", threads=1).run(batch)["logits"]
+
+    monkeypatch.setattr(machine, "has_vnni", lambda: False)
+    runner = open_runner(art, threads=1)
+    assert runner.int8_weights_shifted > 0
+    np.testing.assert_allclose(runner.run(batch)["logits"], expected, atol=1e-5)
+    Artifact.open(art.path)  # the file was read, not rewritten: its checksums still verify
+
+    monkeypatch.setattr(machine, "has_vnni", lambda: True)
+    assert open_runner(art, threads=1).int8_weights_shifted == 0  # with VNNI the int8 graph runs as it is

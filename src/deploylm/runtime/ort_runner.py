@@ -56,7 +56,8 @@ class OrtRunner:
     backend = "onnxruntime"
 
     def __init__(self, model_path: str | Path, threads: int | None = None, graph_level: str = "all",
-                 disabled_optimizers: tuple[str, ...] | None = None):
+                 disabled_optimizers: tuple[str, ...] | None = None, int8_weights_as_uint8: bool = False):
+        """int8_weights_as_uint8: run int8 weights as uint8 (+128), see open_ort_runner."""
         import onnxruntime as ort
 
         path = Path(model_path)
@@ -64,7 +65,11 @@ class OrtRunner:
             raise BackendUnavailableError(f"ONNX model {path} does not exist; the artifact is incomplete. Re-export it.")
         self.path = path
         self.threads = threads or settings.num_threads()
-        self.session = ort.InferenceSession(str(path), session_options(self.threads, graph_level, disabled_optimizers),
+        self.int8_weights_shifted = 0
+        source = str(path)
+        if int8_weights_as_uint8:
+            source, self.int8_weights_shifted = _with_uint8_weights(path)
+        self.session = ort.InferenceSession(source, session_options(self.threads, graph_level, disabled_optimizers),
                                             providers=["CPUExecutionProvider"])
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         # Every graph output, by the name the export gave it (the task's output_names): a task with several
@@ -83,7 +88,29 @@ class OrtRunner:
         return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self.output_names, values)}
 
 
+def _with_uint8_weights(path: Path) -> tuple[str | bytes, int]:
+    """The graph at `path` with its int8 weights stored as uint8 (optimize/onnx_uint8_weights.py), as bytes for the
+    session; the path itself when it has none."""
+    import onnx
+
+    from ..optimize.onnx_uint8_weights import store_weights_as_uint8
+
+    model = onnx.load(str(path))
+    shifted = store_weights_as_uint8(model)
+    return (model.SerializeToString(), shifted) if shifted else (str(path), 0)
+
+
+def needs_uint8_weights(artifact) -> bool:
+    """An int8 variant quantised on a CPU with VNNI (int8 weights), opened on one without: onnxruntime's u8 x s8
+    kernel would saturate there and silently change the outputs, so its weights run as uint8, the same integers
+    (the rewrite a quantisation on this CPU writes to the file)."""
+    from ..machine import has_vnni
+
+    stored = artifact.manifest.get("optimization", {}).get("weight_type", "int8")
+    return artifact.manifest.get("method") in ("dynamic-int8", "static-int8") and stored == "int8" and not has_vnni()
+
+
 @register_runner("onnx")
 def open_ort_runner(artifact, threads: int | None = None, graph_level: str = "all", **_ignored) -> OrtRunner:
     return OrtRunner(artifact.path / artifact.manifest.get("model_file", MODEL_FILE), threads=threads,
-                     graph_level=graph_level)
+                     graph_level=graph_level, int8_weights_as_uint8=needs_uint8_weights(artifact))
