@@ -4,9 +4,8 @@ without VNNI.
 There onnxruntime's u8 x s8 MatMul (MLAS) adds pairs of products in int16, which saturates on full-range int8
 weights; its u8 x u8 kernel widens first and sums exactly. Shifting each signed weight and its zero point by 128
 keeps every (q - zero_point) the same integer, so the rewritten graph computes what the ONNX int8 graph specifies
-(onnx's reference evaluator gives the same logits). On tiny random BERTs, onnxruntime's own u8 weights
-(asymmetric per channel, or symmetric over 255 levels) and 7-bit weights (reduce_range) were less accurate in
-the parity check.
+(onnx's reference evaluator gives the same logits). On the tiny random BERTs of the tests, onnxruntime's own u8
+weights (asymmetric per channel) were less accurate at the logits; benchmarks/int8_weight_storage.py compares them.
 
 onnxruntime's quantiser has no option for this (its u8 weights are quantised differently), hence this rewrite.
 """
@@ -64,3 +63,11 @@ def store_weights_as_uint8(model) -> int:
         if info.name in names:
             info.type.tensor_type.elem_type = onnx.TensorProto.UINT8
     return len(names)
+
+
+def load_with_uint8_weights(path):
+    """The ONNX graph at `path` with its int8 weights stored as uint8, and how many initializers were shifted."""
+    import onnx
+
+    model = onnx.load(str(path))
+    return model, store_weights_as_uint8(model)

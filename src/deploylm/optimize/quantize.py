@@ -101,10 +101,12 @@ def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibrati
     # Weights: symmetric int8 per output channel. Without VNNI they are stored as uint8 (onnx_uint8_weights.py):
     # the same integers, which onnxruntime's u8 x u8 kernel sums without the int16 saturation of its u8 x s8 one.
     # The artifact is quantised for the CPU it is built on, and the manifest says which storage it has.
-    weight_name = "int8" if has_vnni() else "uint8 (int8 + 128)"
+    vnni = has_vnni()
+    weight_name = "int8" if vnni else "uint8 (int8 + 128)"
     if method == "dynamic-int8":
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8, extra_options=extra)
-        _store_for_this_cpu(dst)
+        if not vnni:
+            _store_as_uint8(dst)
         return {"per_channel": True, "weight_type": weight_name}
     # Symbolic shape inference types the outputs of fused com.microsoft ops; without it the calibrator
     # sees no float activations there and silently quantises weights only.
@@ -118,22 +120,19 @@ def _ort_quantize(src: Path, dst: Path, method: str, parent: Artifact, calibrati
                         weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={**extra, "WeightSymmetric": True, "ActivationSymmetric": False})
-    _store_for_this_cpu(dst)
+    if not vnni:
+        _store_as_uint8(dst)
     return {"per_channel": True, "format": "QDQ", "weight_type": weight_name,
             "activation_type": "uint8", "calibration_samples": len(calibration or [])}
 
 
 
-def _store_for_this_cpu(path: Path) -> None:
-    if has_vnni():
-        return
+def _store_as_uint8(path: Path) -> None:
     import onnx
 
-    from .onnx_uint8_weights import store_weights_as_uint8
+    from .onnx_uint8_weights import load_with_uint8_weights
 
-    model = onnx.load(str(path))
-    store_weights_as_uint8(model)
-    onnx.save(model, str(path))
+    onnx.save(load_with_uint8_weights(path)[0], str(path))
 
 
 def _ort_files(parent: Artifact, dest: Path, method: str, calibration: list | None,

@@ -91,12 +91,9 @@ class OrtRunner:
 def _with_uint8_weights(path: Path) -> tuple[str | bytes, int]:
     """The graph at `path` with its int8 weights stored as uint8 (optimize/onnx_uint8_weights.py), as bytes for the
     session; the path itself when it has none."""
-    import onnx
+    from ..optimize.onnx_uint8_weights import load_with_uint8_weights
 
-    from ..optimize.onnx_uint8_weights import store_weights_as_uint8
-
-    model = onnx.load(str(path))
-    shifted = store_weights_as_uint8(model)
+    model, shifted = load_with_uint8_weights(path)
     return (model.SerializeToString(), shifted) if shifted else (str(path), 0)
 
 
