@@ -75,11 +75,14 @@ def _set_exception(fut: asyncio.Future, error: Exception) -> None:
 
 
 class Batcher:
-    """Queue + batcher thread for one model. `decode(logits_row, aux) -> prediction` runs in the thread."""
+    """Queue + batcher thread for one model, run for one task (deploylm.tasks.Task): each feature's named
+    outputs are cut out by task.output_rows, and `fold(rows, aux) -> predictions` (task.decode_rows) turns a
+    request's rows into its predictions; both run in the thread."""
 
-    def __init__(self, name: str, runner, decode: Callable[[Any, Any], Any], pad_id: int, config: BatchConfig,
+    def __init__(self, name: str, runner, task, fold: Callable[[list, list], list], pad_id: int, config: BatchConfig,
                  metrics=None, labels: tuple[str, ...] | None = None, trimmer: HeapTrimmer | None = None):
-        self.name, self.runner, self.decode, self.pad_id, self.config = name, runner, decode, pad_id, config
+        self.name, self.runner, self.task, self.fold = name, runner, task, fold
+        self.pad_id, self.config = pad_id, config
         self.trimmer = trimmer or HeapTrimmer()  # batch shapes vary: see serving/memory.py
         self.metrics = metrics
         self.labels = labels or (name, "1")  # (model, version) for the metrics
@@ -195,13 +198,13 @@ class Batcher:
     def _run_part(self, part: list[tuple[Request, int]]) -> None:
         feats = [req.features[i] for req, i in part]
         try:
-            logits = self.runner.run(pad_batch(feats, self.pad_id, self.runner.input_names))["logits"]
+            outputs = self.runner.run(pad_batch(feats, self.pad_id, self.runner.input_names))
             self.batches_run += 1
             if self.metrics is not None:
                 self.metrics.batch_size.labels(*self.labels).observe(len(part))
             for row, (req, i) in enumerate(part):
                 n = len(req.features[i]["input_ids"])
-                req.results[i] = self.decode(logits[row] if logits.ndim == 2 else logits[row, :n], req.aux[i])
+                req.results[i] = self.task.output_rows(outputs, row, n)
         except Exception as exc:  # noqa: BLE001 - a failing batch must not stop the model's thread
             error = RequestError(f"Model '{self.name}' failed on this batch ({type(exc).__name__}: {exc}).", 500)
             for req in {req for req, _ in part}:
@@ -211,7 +214,16 @@ class Batcher:
         for req, _ in part:
             req.remaining -= 1
             if req.remaining == 0 and not req.gone():
-                req.resolve()
+                self._finish(req)
+
+    def _finish(self, req: Request) -> None:
+        try:
+            req.results = self.fold(req.results, req.aux)
+        except Exception as exc:  # noqa: BLE001 - as a failing batch: answer 500, keep the thread
+            req.fail(RequestError(f"Model '{self.name}' failed to decode its outputs ({type(exc).__name__}: {exc}).",
+                                  500))
+            return
+        req.resolve()
 
     def _report_depth(self) -> None:
         if self.metrics is not None:

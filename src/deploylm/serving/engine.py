@@ -132,7 +132,8 @@ class Engine:
             return
         if warmup:
             self._warm_up(model)
-        model.batcher = Batcher(model.key, model.runner, lambda lg, aux, m=model: m.task.decode(lg, aux, m.id2label),
+        model.batcher = Batcher(model.key, model.runner, model.task,
+                                lambda rows, aux, m=model: m.task.decode_rows(rows, aux, m.id2label),
                                 model.tokenizer.pad_token_id or 0, self.batch, self.metrics,
                                 labels=(model.name, model.version))
         model.batcher.start()

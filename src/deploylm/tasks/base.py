@@ -70,26 +70,35 @@ class Task:
             )
         return auto.from_pretrained(location, **kwargs)
 
+    def output_rows(self, outputs: dict[str, np.ndarray], row: int, n_tokens: int) -> dict[str, np.ndarray]:
+        """One feature's share of a batch's outputs: token-level ones cut to its n_tokens (padding dropped)."""
+        return {k: (outputs[k][row, :n_tokens] if k in self.token_level_outputs else outputs[k][row])
+                for k in self.output_names}
+
+    def decode_rows(self, rows: list[dict[str, np.ndarray]], aux: list, id2label: dict[int, str]) -> list:
+        """Every feature of one call (a request, a predict batch), in encode's order -> one prediction per input.
+        Tasks that expand one input into several features (QA windows over a long context) fold them here;
+        the others have a feature per input and decode each alone."""
+        name = self.output_names[0]
+        return [self.decode(r[name], a, id2label) for r, a in zip(rows, aux)]
+
     def predict(self, runner, tokenizer, inputs: Sequence, labels: list[str], max_length: int,
                 batch_size: int = 32, progress=None) -> list:
         features, aux = self.encode(inputs, tokenizer, max_length)
-        logits = run_features(runner, features, tokenizer.pad_token_id or 0, batch_size, progress,
-                              output=self.output_names[0])
-        id2label = dict(enumerate(labels))
-        return [self.decode(lg, a, id2label) for lg, a in zip(logits, aux)]
+        rows = run_features(self, runner, features, tokenizer.pad_token_id or 0, batch_size, progress)
+        return self.decode_rows(rows, aux, dict(enumerate(labels)))
 
 
-def run_features(runner, features: list[dict], pad_id: int, batch_size: int, progress=None,
-                 output: str = "logits") -> list[np.ndarray]:
-    """Run every feature through the runner in length-sorted batches; return each example's `output`
-    (logits, or an embedding) in input order, with padding positions removed."""
-    out: list[np.ndarray | None] = [None] * len(features)
+def run_features(task: Task, runner, features: list[dict], pad_id: int, batch_size: int,
+                 progress=None) -> list[dict[str, np.ndarray]]:
+    """Run every feature through the runner in length-sorted batches; return each feature's named outputs
+    (task.output_rows) in input order."""
+    out: list[dict | None] = [None] * len(features)
     for idx in length_batches(features, batch_size):
         batch = pad_batch([features[i] for i in idx], pad_id, runner.input_names)
-        logits = runner.run(batch)[output]
+        outputs = runner.run(batch)
         for row, i in enumerate(idx):
-            n = len(features[i]["input_ids"])
-            out[i] = logits[row] if logits.ndim == 2 else logits[row, :n]
+            out[i] = task.output_rows(outputs, row, len(features[i]["input_ids"]))
         if progress is not None:
             progress(len(idx))
     return out  # type: ignore[return-value]
