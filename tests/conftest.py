@@ -40,19 +40,21 @@ def build_tiny_artifact(out: Path, task: str = "classification", labels=None, se
     from deploylm.tasks import get_task
 
     if labels is None:
-        labels = ["negative", "positive"] if task == "classification" else ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+        labels = {"classification": ["negative", "positive"], "extractive-qa": []}.get(
+            task, ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(minilm_dir())
     shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, **sizes}
-    cfg = BertConfig(vocab_size=tok.vocab_size, **shape, max_position_embeddings=128, num_labels=len(labels),
+    cfg = BertConfig(vocab_size=tok.vocab_size, **shape, max_position_embeddings=128, num_labels=len(labels) or 2,
                      initializer_range=0.2,  # with HEAD_SCALE: logit gaps of a few units, so parity has decisions
-                     id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+                     **({"id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
+                        if labels else {}))
     import transformers
 
     auto = getattr(transformers, get_task(task).auto_model)
     model = auto.from_config(cfg, attn_implementation=attn).eval()
     with torch.no_grad():  # logits of a few units, not hundredths: parity checks need clearly decided positions
-        model.classifier.weight.mul_(HEAD_SCALE)
+        (model.qa_outputs if task == "extractive-qa" else model.classifier).weight.mul_(HEAD_SCALE)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)

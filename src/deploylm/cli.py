@@ -93,24 +93,47 @@ EMBEDDING_SHOWN = 6
 
 
 @app.command()
-def predict(artifact: Path, texts: List[str] = typer.Argument(..., help="one or more texts"),
+def predict(artifact: Path, texts: Optional[List[str]] = typer.Argument(None, help="one or more texts"),
+            question: Optional[List[str]] = typer.Option(None, help="extractive-qa: a question (repeatable)"),
+            context: Optional[str] = typer.Option(None, help="extractive-qa: the text the answers are in"),
             as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """Label + score (classification), entity spans (NER) or a sentence embedding for each text."""
+    """Label + score (classification), entity spans (NER), a sentence embedding for each text, or the answer
+    to each --question in --context (extractive QA)."""
     from .evaluation import predict as run
 
-    preds = run(artifact, texts)
+    inputs = _predict_inputs(texts or [], question or [], context)
+    preds = run(artifact, inputs)
     if as_json:
         out.print_json(json.dumps(preds))
         return
-    for text, p in zip(texts, preds):
-        if "label" in p:
-            out.print(f"{p['label']} ({p['score']:.3f})  {text}")
-        elif "embedding" in p:  # the whole vector only with --json
-            head = ", ".join(f"{v:.4f}" for v in p["embedding"][:EMBEDDING_SHOWN])
-            out.print(f"{p['dimensions']} dims [{head}, ...]  {text}")
-        else:
-            ents = ", ".join(f"{e['text']} [{e['entity']}] {e['score']:.2f}" for e in p["entities"]) or "no entities"
-            out.print(f"{text}\n  -> {ents}")
+    for item, p in zip(inputs, preds):
+        out.print(_shown(item, p), highlight=False)
+
+
+def _predict_inputs(texts: list[str], questions: list[str], context: str | None) -> list:
+    from .errors import ConfigError
+
+    if questions or context is not None:
+        if texts:
+            raise ConfigError("Give either texts or --question/--context (extractive QA), not both.")
+        if not questions or context is None:
+            raise ConfigError("Extractive QA takes --question Q (one or more) and --context C (the text to answer "
+                              "from); one of them is missing.")
+        return [{"question": q, "context": context} for q in questions]
+    return texts
+
+
+def _shown(item, p: dict) -> str:
+    """One prediction as a line (the whole of it with --json)."""
+    if "answer" in p:
+        return f"{p['answer']!r} ({p['score']:.3f}) [{p['start']}:{p['end']}]  {item['question']}"
+    if "label" in p:
+        return f"{p['label']} ({p['score']:.3f})  {item}"
+    if "embedding" in p:
+        head = ", ".join(f"{v:.4f}" for v in p["embedding"][:EMBEDDING_SHOWN])
+        return f"{p['dimensions']} dims [{head}, ...]  {item}"
+    ents = ", ".join(f"{e['text']} [{e['entity']}] {e['score']:.2f}" for e in p["entities"]) or "no entities"
+    return f"{item}\n  -> {ents}"
 
 
 @app.command()

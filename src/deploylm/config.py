@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
-TaskName = Literal["classification", "token-classification"]
+TaskName = Literal["classification", "token-classification", "extractive-qa"]
 
 
 class StageConfig(BaseModel):

@@ -55,11 +55,12 @@ def evaluate(artifact: str | Path | Artifact, cfg: EvalConfig, runner=None) -> d
     return record
 
 
-def predict(artifact: str | Path | Artifact, texts: Sequence[str]) -> list:
+def predict(artifact: str | Path | Artifact, inputs: Sequence) -> list:
+    """The task's predictions for `inputs`: texts, or what the task takes ({"question", "context"} for QA)."""
     from .runtime import open_runner
 
     art = artifact if isinstance(artifact, Artifact) else Artifact.open(artifact)
-    if not texts:
-        raise ConfigError("Give at least one text to predict.")
+    if not inputs:
+        raise ConfigError("Give at least one text to predict (extractive QA: --question Q --context C).")
     task = get_task(art.task)
-    return task.predict(open_runner(art), load_tokenizer(art), list(texts), art.labels, art.max_length)
+    return task.predict(open_runner(art), load_tokenizer(art), list(inputs), art.labels, art.max_length)

@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import settings
 from ..errors import DataError
 from .formats import read_conll, read_delimited, read_jsonl
+from .squad import load_squad_directory, squad_files, squad_from_hub
 
 # Different datasets name the same split differently; the first file found wins.
 SPLIT_ALIASES = {
@@ -29,6 +30,7 @@ DATASET_ALIASES = {
     "ag_news": ("ag_news", "classification", "fancyzhx/ag_news", None,
                 {"1": "World", "2": "Sports", "3": "Business", "4": "Sci/Tech"}),
     "conll2003": ("conll2003", "token-classification", "eriktks/conll2003", None, {}),
+    "squad_v1.1": ("squad_v1.1", "extractive-qa", "rajpurkar/squad", None, {}),
 }
 
 TEXT_COLUMNS = ("sentence", "text", "content", "review", "description")
@@ -58,6 +60,7 @@ class TaskDataset:
     task: str
     source: str
     splits: dict[str, Examples] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # recorded in a trained artifact's manifest (e.g. how splits were made)
 
     def split(self, name: str) -> Examples:
         if name not in self.splits:
@@ -123,6 +126,8 @@ def _rows_to_examples(rows: list[dict], path: Path, text_col: str | None, label_
 
 
 def _load_directory(root: Path, name: str, text_col, label_col, label_names) -> TaskDataset:
+    if squad_files(root):
+        return load_squad_directory(root, name)
     if _find_split_file(root, "train", ("",)) or any(root.glob("*.conll")):
         ds = TaskDataset(name, "token-classification", str(root))
         for split in SPLIT_ALIASES:
@@ -165,6 +170,8 @@ def _load_hub(hub_id: str, config: str | None, name: str, text_col, label_col, l
         ) from None
     first = next(iter(dd.values()))
     columns = list(first.column_names)
+    if {"question", "context", "answers"} <= set(columns):
+        return squad_from_hub(dd, name, hub_id)
     if "tokens" in columns and any(c.endswith("tags") for c in columns):
         tag_col = label_col or ("ner_tags" if "ner_tags" in columns else next(c for c in columns if c.endswith("tags")))
         names = first.features[tag_col].feature.names

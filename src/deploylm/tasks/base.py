@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import DataError
 from ..runtime.batching import length_batches, pad_batch
 
 
@@ -17,6 +18,8 @@ class Task:
     # names its graph outputs, what parity compares. Extractive QA (start_logits, end_logits) or embeddings
     # (sentence_embedding) declare their own; the classifiers read only logits.
     output_names: tuple[str, ...] = ("logits",)
+    # What fine-tuning picks its best checkpoint by (a key of trainer_metrics); None: primary_metric.
+    selection_metric: str | None = None
     # Those of output_names with a row per token (batch and sequence axes); the others have a row per input.
     token_level_outputs: tuple[str, ...] = ()
 
@@ -87,6 +90,15 @@ class Task:
         features, aux = self.encode(inputs, tokenizer, max_length)
         rows = run_features(self, runner, features, tokenizer.pad_token_id or 0, batch_size, progress)
         return self.decode_rows(rows, aux, dict(enumerate(labels)))
+
+
+def require_texts(inputs: Sequence, task: str, also: tuple[type, ...] = ()) -> None:
+    """Texts only (or the `also` types): a {"question", "context"} pair sent to a classifier says so plainly
+    instead of failing inside the tokenizer."""
+    for n, item in enumerate(inputs):
+        if not isinstance(item, (str, *also)):
+            raise DataError(f"Input {n}: a {task} model takes texts, not {type(item).__name__} "
+                            "(questions with a context are for extractive-qa models).")
 
 
 def run_features(task: Task, runner, features: list[dict], pad_id: int, batch_size: int,

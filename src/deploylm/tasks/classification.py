@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
-from .base import Task
+from .base import Task, require_texts
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -61,6 +61,7 @@ class ClassificationTask(Task):
         return compute
 
     def encode(self, inputs: Sequence[str], tokenizer, max_length):
+        require_texts(inputs, self.name)
         enc = tokenizer(list(inputs), truncation=True, max_length=max_length)
         feats = [{k: enc[k][i] for k in enc.keys()} for i in range(len(inputs))]
         return feats, [None] * len(inputs)

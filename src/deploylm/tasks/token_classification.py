@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
-from .base import Task
+from .base import Task, require_texts
 
 IGNORE = -100
 
@@ -88,6 +88,7 @@ class TokenClassificationTask(Task):
         return compute
 
     def encode(self, inputs: Sequence, tokenizer, max_length):
+        require_texts(inputs, self.name, also=(list, tuple))  # lists: pre-split words
         feats, aux = [], []
         for item in inputs:
             pre_split = not isinstance(item, str)

@@ -102,7 +102,7 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
         lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         eval_strategy="steps", save_strategy="steps", eval_steps=every, save_steps=every, save_total_limit=2,
-        load_best_model_at_end=True, metric_for_best_model=task.primary_metric, greater_is_better=True,
+        load_best_model_at_end=True, metric_for_best_model=task.selection_metric or task.primary_metric, greater_is_better=True,
         logging_steps=min(cfg.logging_steps, every), seed=cfg.seed, data_seed=cfg.seed, use_cpu=_use_cpu(cfg.device),
         report_to="none", dataloader_num_workers=0, disable_tqdm=False,
     )
@@ -136,7 +136,7 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
         output, write, stage="finetune", config=cfg.model_dump(mode="json"), parent=source.as_parent(),
         task=cfg.task, labels=labels, max_length=cfg.max_length,
         metrics={f"{data.name}:{cfg.eval_split}": {**metrics, "samples": len(dev), "data": data.source}},
-        extra={"training": training}, overwrite=overwrite,
+        extra={"training": training, **data.info}, overwrite=overwrite,
     )
     shutil.rmtree(ckpt, ignore_errors=True)
     return art
