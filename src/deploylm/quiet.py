@@ -73,9 +73,15 @@ def _quiet_transformers(handler: logging.Handler):
         return lambda: None
     hf_logging.disable_default_handler()
     hf_logging.add_handler(handler)
+    # Its "Loading weights" / "Writing model shards" bars too (transformers 5 draws one per load and save);
+    # Trainer's bar is plain tqdm, not this switch, and stays.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
 
     def restore() -> None:
         hf_logging.remove_handler(handler)
         hf_logging.enable_default_handler()
+        if bars:
+            hf_logging.enable_progress_bar()
 
     return restore

@@ -135,6 +135,7 @@ def test_library_noise_goes_to_a_log_file_unless_verbose(tmp_path):
     logged = (logs / "export.log").read_text()
     assert "Warning" in logged  # torch's exporter warns; the warnings went to the file ...
     assert "Warning" not in quiet.stderr and str(logs / "export.log") in " ".join(quiet.stderr.split())  # ... named
+    assert "Loading weights" not in quiet.stderr  # transformers' per-load progress bar
     loud = run("--verbose", *args, "--output", tmp_path / "v", env={"DEPLOYLM_LOG_DIR": str(logs)})
     assert loud.returncode == 0, loud.stderr[-3000:]
-    assert "Warning" in loud.stderr
+    assert "Warning" in loud.stderr and "Loading weights" in loud.stderr
