@@ -89,8 +89,6 @@ def eval_(
     _print_metrics({f"{data}:{split}": rec})
 
 
-EMBEDDING_SHOWN = 6
-
 
 @app.command()
 def predict(artifact: Path, texts: Optional[List[str]] = typer.Argument(None, help="one or more texts"),
@@ -99,15 +97,19 @@ def predict(artifact: Path, texts: Optional[List[str]] = typer.Argument(None, he
             as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Label + score (classification), entity spans (NER), a sentence embedding for each text, or the answer
     to each --question in --context (extractive QA)."""
+    from .artifacts import Artifact
     from .evaluation import predict as run
+    from .tasks import get_task
 
     inputs = _predict_inputs(texts or [], question or [], context)
-    preds = run(artifact, inputs)
+    art = Artifact.open(artifact)
+    preds = run(art, inputs)
     if as_json:
         out.print_json(json.dumps(preds))
         return
+    task = get_task(art.task)
     for item, p in zip(inputs, preds):
-        out.print(_shown(item, p), highlight=False)
+        out.print(task.show(item, p), highlight=False, markup=False)
 
 
 def _predict_inputs(texts: list[str], questions: list[str], context: str | None) -> list:
@@ -121,19 +123,6 @@ def _predict_inputs(texts: list[str], questions: list[str], context: str | None)
                               "from); one of them is missing.")
         return [{"question": q, "context": context} for q in questions]
     return texts
-
-
-def _shown(item, p: dict) -> str:
-    """One prediction as a line (the whole of it with --json)."""
-    if "answer" in p:
-        return f"{p['answer']!r} ({p['score']:.3f}) [{p['start']}:{p['end']}]  {item['question']}"
-    if "label" in p:
-        return f"{p['label']} ({p['score']:.3f})  {item}"
-    if "embedding" in p:
-        head = ", ".join(f"{v:.4f}" for v in p["embedding"][:EMBEDDING_SHOWN])
-        return f"{p['dimensions']} dims [{head}, ...]  {item}"
-    ents = ", ".join(f"{e['text']} [{e['entity']}] {e['score']:.2f}" for e in p["entities"]) or "no entities"
-    return f"{item}\n  -> {ents}"
 
 
 @app.command()

@@ -50,6 +50,12 @@ class Task:
     def check_targets(self, targets: list, labels: list[str], source: str) -> None:
         raise NotImplementedError
 
+    def show(self, item, prediction) -> str:
+        """One prediction as a line of `deploylm predict` (all of it with --json)."""
+        import json
+
+        return f"{json.dumps(prediction)}  {item}"
+
     # --- shared ---------------------------------------------------------------------
     def model_outputs(self, out) -> dict[str, np.ndarray]:
         """A transformers forward's output -> {name: float32 array} for each of output_names (what a Runner

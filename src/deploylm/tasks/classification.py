@@ -71,6 +71,9 @@ class ClassificationTask(Task):
         k = int(np.argmax(probs))
         return {"label": id2label[k], "score": float(probs[k])}
 
+    def show(self, item, prediction):
+        return f"{prediction['label']} ({prediction['score']:.3f})  {item}"
+
     def score(self, predictions, targets):
         from sklearn.metrics import f1_score
 

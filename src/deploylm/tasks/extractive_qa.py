@@ -145,6 +145,10 @@ class ExtractiveQATask(Task):
     def decode(self, logits, aux, id2label):  # one window alone: decode_rows is the entry point
         return _best_span([(logits, aux)])
 
+    def show(self, item, prediction):
+        p = prediction
+        return f"{p['answer']!r} ({p['score']:.3f}) [{p['start']}:{p['end']}]  {item['question']}"
+
     def score(self, predictions, targets):
         return squad_scores([p["answer"] for p in predictions], [t["text"] for t in targets])
 

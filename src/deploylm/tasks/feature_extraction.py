@@ -69,6 +69,9 @@ def SentenceEmbedder(backbone):
     return _SentenceEmbedder().eval()
 
 
+SHOWN_DIMS = 6  # of an embedding, on `deploylm predict`'s line
+
+
 class FeatureExtractionTask(Task):
     name = "feature-extraction"
     primary_metric = None  # no dev-set metric: the optimisation gate judges parity and speed only
@@ -109,6 +112,10 @@ class FeatureExtractionTask(Task):
         enc = tokenizer(list(inputs), truncation=True, max_length=max_length)
         feats = [{k: enc[k][i] for k in enc.keys()} for i in range(len(inputs))]
         return feats, [None] * len(inputs)
+
+    def show(self, item, prediction):  # the whole vector only with --json
+        head = ", ".join(f"{v:.4f}" for v in prediction["embedding"][:SHOWN_DIMS])
+        return f"{prediction['dimensions']} dims [{head}, ...]  {item}"
 
     def decode(self, embedding: np.ndarray, aux, id2label):
         values = [float(x) for x in np.asarray(embedding, dtype=np.float32)]

@@ -138,6 +138,10 @@ class TokenClassificationTask(Task):
             ]
         return out
 
+    def show(self, item, prediction):
+        ents = ", ".join(f"{e['text']} [{e['entity']}] {e['score']:.2f}" for e in prediction["entities"])
+        return f"{item}\n  -> {ents or 'no entities'}"
+
     def score(self, predictions, targets):
         from seqeval.metrics import f1_score, precision_score, recall_score
 
