@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
-TaskName = Literal["classification", "token-classification"]
+TaskName = Literal["classification", "token-classification", "relation-classification"]
 
 
 class StageConfig(BaseModel):

@@ -10,6 +10,7 @@ _TASKS = {
     "token-classification": "deploylm.tasks.token_classification:TokenClassificationTask",
     "text-generation": "deploylm.tasks.generation:GenerationTask",
     "feature-extraction": "deploylm.tasks.feature_extraction:FeatureExtractionTask",
+    "relation-classification": "deploylm.tasks.relation_classification:RelationClassificationTask",
 }
 
 

@@ -30,6 +30,10 @@ class Task:
     def collator(self, tokenizer):
         raise NotImplementedError
 
+    def prepare(self, tokenizer, model) -> None:
+        """Called once by finetune after the tokenizer and model are loaded, before any text is encoded: a task
+        that adds tokens (relation-classification's entity markers) grows the tokenizer and the embeddings here."""
+
     def trainer_metrics(self, id2label: dict[int, str]):
         raise NotImplementedError
 
