@@ -41,9 +41,11 @@ def write_relation_dir(d: Path, sizes=(("train", 48), ("dev", 16), ("test", 16))
 RELATION_LABELS = sorted({t[1] for t in TEMPLATES})
 
 
-def build_tiny_relation_artifact(out: Path, labels=None, seed: int = 0, max_length: int = 64, head_scale: float = 10.0):
+def build_tiny_relation_artifact(out: Path, labels=None, seed: int = 0, max_length: int = 64, head_scale: float = 10.0,
+                                 bias: dict | None = None):
     """A real deploylm relation artifact: a random 2-layer BERT (hidden 32), the MiniLM tokenizer with the marker
-    tokens, a random head (scaled so logits differ by a few units: parity checks need decided rows)."""
+    tokens, a random head (scaled so logits differ by a few units: parity checks need decided rows). bias:
+    label -> head bias, e.g. {"born_in": 100.0} makes every pair that label whatever the encoder says."""
     import torch
     from transformers import AutoModel, AutoTokenizer, BertConfig
 
@@ -61,6 +63,8 @@ def build_tiny_relation_artifact(out: Path, labels=None, seed: int = 0, max_leng
     get_task("relation-classification").prepare(tok, model)
     with torch.no_grad():
         model.classifier.weight.mul_(head_scale)
+        for label, value in (bias or {}).items():
+            model.classifier.bias[labels.index(label)] = value
     model.eval()
 
     def write(tmp: Path) -> None:
@@ -69,3 +73,27 @@ def build_tiny_relation_artifact(out: Path, labels=None, seed: int = 0, max_leng
 
     return create_artifact(out, write, stage="finetune", config={"tiny": True, "seed": seed}, parent=None,
                            task="relation-classification", labels=labels, max_length=max_length)
+
+
+def build_every_word_ner_artifact(out: Path, tag: str = "B-PER", max_length: int = 64):
+    """A tiny NER artifact whose head bias tags every word `tag`: each word is its own entity, so the entities of
+    a text are known without a trained model."""
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from conftest import build_tiny_artifact
+    from deploylm.artifacts import create_artifact
+
+    labels = ["O", "B-PER", "I-PER"]
+    src = build_tiny_artifact(out.parent / f".{out.name}-src", "token-classification", labels=labels)
+    model = AutoModelForTokenClassification.from_pretrained(src.path).eval()
+    tok = AutoTokenizer.from_pretrained(src.path)
+    with torch.no_grad():
+        model.classifier.bias[labels.index(tag)] = 1000.0
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return create_artifact(out, write, stage="finetune", config={"tiny": True}, parent=None,
+                           task="token-classification", labels=labels, max_length=max_length)
