@@ -19,6 +19,8 @@ class Task:
     output_names: tuple[str, ...] = ("logits",)
     # Those of output_names with a row per token (batch and sequence axes); the others have a row per input.
     token_level_outputs: tuple[str, ...] = ()
+    # One input encode() accepts, for a server's warm-up forwards before it reports ready.
+    warmup_input: object = "warm-up text for the model"
 
     # --- training -------------------------------------------------------------------
     def label_set(self, targets: list) -> list[str]:

@@ -166,6 +166,7 @@ class RelationClassificationTask(Task):
     name = "relation-classification"
     primary_metric = "macro_f1_no_other"
     auto_model = "AutoModel"  # the encoder; the head is ours (RelationClassifier)
+    warmup_input = "<e1>warm-up</e1> text for <e2>the model</e2>"  # plain text is refused: it marks no entities
 
     # --- training -------------------------------------------------------------------
     def label_set(self, targets):
