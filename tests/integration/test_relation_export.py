@@ -68,6 +68,8 @@ def test_dynamic_int8_passes_parity_and_the_gate(env):
     out = quantize(art, root / "int8", "dynamic-int8", gate=GateOptions(data=str(data), **LENIENT))
     m = Artifact.open(out.path).manifest
     assert m["format"] == "onnx" and m["parity"]["passed"]
+    # real-text parity saw the marked inputs: the 16 dev examples, 12 fixed sentences both ways, 8 plain texts
+    assert m["parity"]["real"]["positions"] == 16 + 24 + 8
     assert m["gate"]["metric"] == "macro_f1_no_other" and m["gate"]["samples"] == 16
     preds = predict(out, TEXTS)
     assert [set(p) for p in preds] == [{"label", "score"}] * 3

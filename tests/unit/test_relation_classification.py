@@ -154,3 +154,10 @@ def test_cli_predict_tagged_text_and_bad_input(tiny_rel, capsys, monkeypatch):
     assert label in RELATION_LABELS
     bad = run_inprocess(capsys, monkeypatch, "predict", tiny_rel.path, "<e1>Paris</e1> is in France")
     assert bad.returncode == 2 and "exactly one" in bad.stderr
+
+
+def test_parity_texts_carry_both_markers():
+    ex = {"text": "Paris is in France", "head": [0, 5], "tail": [12, 18]}
+    texts = TASK.parity_texts([ex])
+    assert texts[0] == "[E1]Paris[/E1] is in [E2]France[/E2]" and len(texts) == 1 + 24
+    assert all(all(m in t for m in ("[E1]", "[/E1]", "[E2]", "[/E2]")) for t in texts)

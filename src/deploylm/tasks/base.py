@@ -47,6 +47,12 @@ class Task:
     def decode(self, logits: np.ndarray, aux: Any, id2label: dict[int, str]) -> Any:
         raise NotImplementedError
 
+    def parity_texts(self, examples: list | None = None) -> list[str]:
+        """Texts the export/quantize parity check feeds (plain tokenizer) besides random ids and plain sentences:
+        a task whose model reads more than plain text (entity markers) gives texts that exercise that, from
+        `examples` (inputs of the gate's dev split) where given."""
+        return []
+
     def score(self, predictions: list, targets: list) -> dict[str, float]:
         raise NotImplementedError
 

@@ -31,6 +31,22 @@ HEAD_FILE = "relation_head.safetensors"  # the linear head; the encoder is a pla
 CONFIG_FILE = "relation_config.json"  # marker tokens and ids, labels: what load_model rebuilds the model from
 # Labels meaning "these two entities are not related": SemEval-2010 Task 8's and TACRED's.
 NO_RELATION = ("other", "no_relation")
+# Marked sentences for the export/quantize parity check (each pair both ways), after the dev split's own examples:
+# without markers the model reads [CLS] only, where a trained model is unsure, leaving no decisions to compare.
+PARITY_SENTENCES = [
+    "<e1>Marie Curie</e1> was born in <e2>Warsaw</e2> in 1867 .",
+    "<e1>Tim Cook</e1> is the chief executive of <e2>Apple</e2> .",
+    "The <e1>Louvre</e1> is a museum in <e2>Paris</e2> .",
+    "The <e1>fire</e1> was caused by a faulty <e2>heater</e2> .",
+    "A <e1>wheel</e1> of the <e2>car</e2> came loose on the motorway .",
+    "The <e1>company</e1> moved its <e2>headquarters</e2> to Berlin last year .",
+    "<e1>Smoke</e1> from the <e2>factory</e2> drifted over the town .",
+    "The <e1>letter</e1> was put into an <e2>envelope</e2> and posted .",
+    "<e1>Ada Lovelace</e1> worked with <e2>Charles Babbage</e2> on the analytical engine .",
+    "The <e1>orchestra</e1> has more than ninety <e2>musicians</e2> .",
+    "<e1>Toyota</e1> builds cars at a plant in <e2>Kentucky</e2> .",
+    "The <e1>author</e1> finished the <e2>novel</e2> in a small flat in Lisbon .",
+]
 
 
 def is_no_relation(label: str) -> bool:
@@ -227,6 +243,12 @@ class RelationClassificationTask(Task):
 
             model.classifier.load_state_dict(load_file(str(Path(location) / HEAD_FILE)))
         return model.eval()
+
+    def parity_texts(self, examples=None) -> list[str]:
+        pairs = [parse_tagged(s) for s in PARITY_SENTENCES]
+        fixed = [insert_markers(p["text"], *spans) for p in pairs for spans in ((p["head"], p["tail"]),
+                                                                                 (p["tail"], p["head"]))]
+        return [insert_markers(e["text"], e["head"], e["tail"]) for e in examples or []] + fixed
 
     def encode(self, inputs: Sequence, tokenizer, max_length):
         fail = lambda msg: RequestError(msg, 400)  # noqa: E731
