@@ -41,7 +41,7 @@ def finetune(
     data: Optional[str] = typer.Option(None, help="dataset dir, alias (sst2, conll2003, ...) or hf:NAME[:CONFIG]"),
     output: Path = typer.Option(..., help="artifact directory to create"),
     model: Optional[str] = typer.Option(None, help="alias (minilm-l6, mpnet-base), local HF dir or Hub id"),
-    task: Optional[str] = typer.Option(None, help="classification | token-classification"),
+    task: Optional[str] = typer.Option(None, help="classification | token-classification | relation-classification"),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file with finetune options (flags win)"),
     max_train_samples: Optional[int] = typer.Option(None),
     max_eval_samples: Optional[int] = typer.Option(None),
@@ -166,7 +166,7 @@ def inspect(artifact: Path, as_json: bool = typer.Option(False, "--json"),
 # Commands of other parts of deploylm (optimise, serve, ...) register themselves here, each from
 # its own module, so that cli.py does not grow with every capability.
 PLUGIN_MODULES = ("deploylm.optimize.cli", "deploylm.serving.cli", "deploylm.bench.cli", "deploylm.models.cli",
-                  "deploylm.generation.cli")
+                  "deploylm.generation.cli", "deploylm.extract_cli")
 
 
 def _register_plugins() -> None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
-TaskName = Literal["classification", "token-classification", "extractive-qa"]
+TaskName = Literal["classification", "token-classification", "extractive-qa", "relation-classification"]
 
 
 class StageConfig(BaseModel):

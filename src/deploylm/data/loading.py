@@ -14,6 +14,8 @@ from .. import settings
 from ..errors import DataError
 from .formats import read_conll, read_delimited, read_jsonl
 from .squad import load_squad_directory, squad_files, squad_from_hub
+from .relations import (find_semeval, is_relation_hub, is_relation_rows, load_relation_hub, load_semeval_dir,
+                        relation_dataset)
 
 # Different datasets name the same split differently; the first file found wins.
 SPLIT_ALIASES = {
@@ -40,7 +42,8 @@ LABEL_COLUMNS = ("label", "labels", "class", "sentiment")
 @dataclass
 class Examples:
     """One split. classification: inputs are strings, targets label names.
-    token-classification: inputs are token lists, targets tag lists."""
+    token-classification: inputs are token lists, targets tag lists.
+    relation-classification: inputs are {"text", "head": [s, e], "tail": [s, e]} dicts, targets label names."""
 
     inputs: list
     targets: list | None
@@ -136,20 +139,27 @@ def _load_directory(root: Path, name: str, text_col, label_col, label_names) -> 
                 pairs = read_conll(p)
                 ds.splits[split] = Examples([t for t, _ in pairs], [g for _, g in pairs])
         return ds
+    if find_semeval(root):
+        return load_semeval_dir(root, name, find_semeval(root))
     readers = ((".tsv", lambda p: read_delimited(p, "\t")), (".csv", lambda p: read_delimited(p, ",")),
                (".jsonl", read_jsonl))
     for ext, reader in readers:
         found = {s: _find_split_file(root, s, (ext,)) for s in SPLIT_ALIASES}
         found = {s: p for s, p in found.items() if p}
         if found:
+            rows = {s: reader(p) for s, p in found.items()}
+            if ext == ".jsonl" and any(is_relation_rows(r) for r in rows.values()):
+                return relation_dataset(name, root, rows, found)
             ds = TaskDataset(name, "classification", str(root))
             for split, p in found.items():
-                ds.splits[split] = _rows_to_examples(reader(p), p, text_col, label_col, label_names)
+                ds.splits[split] = _rows_to_examples(rows[split], p, text_col, label_col, label_names)
             return ds
     files = ", ".join(sorted(x.name for x in root.iterdir())[:10]) or "nothing"
     raise DataError(
         f"{root} is not in a layout deploylm knows. It holds: {files}. Expected train/dev/test files as .tsv, .csv or "
-        ".jsonl (text + label columns), or CoNLL files (eng.train/eng.testa/eng.testb or *.conll)."
+        ".jsonl (text + label columns, or text/head/tail/label relations), CoNLL files (eng.train/eng.testa/eng.testb "
+        "or *.conll), SemEval-2010 Task 8's TRAIN_FILE.TXT/TEST_FILE_FULL.TXT, or SQuAD-format JSON "
+        "(train-v1.1.json/dev-v1.1.json)."
     )
 
 
@@ -172,6 +182,8 @@ def _load_hub(hub_id: str, config: str | None, name: str, text_col, label_col, l
     columns = list(first.column_names)
     if {"question", "context", "answers"} <= set(columns):
         return squad_from_hub(dd, name, hub_id)
+    if is_relation_hub(columns):
+        return load_relation_hub(dd, hub_id, name)
     if "tokens" in columns and any(c.endswith("tags") for c in columns):
         tag_col = label_col or ("ner_tags" if "ner_tags" in columns else next(c for c in columns if c.endswith("tags")))
         names = first.features[tag_col].feature.names

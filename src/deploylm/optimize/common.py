@@ -10,7 +10,8 @@ from pathlib import Path
 from ..artifacts import Artifact
 from ..errors import ConfigError, ModelError
 
-SUPPORTED_TASKS = ("classification", "token-classification", "feature-extraction", "extractive-qa")
+SUPPORTED_TASKS = ("classification", "token-classification", "feature-extraction", "extractive-qa",
+                   "relation-classification")
 # config.model_type -> onnxruntime.transformers.optimizer model_type. These share BERT's graph
 # shape, so ORT's BERT fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm) apply.
 SUPPORTED_ARCHS = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert"}

@@ -154,6 +154,23 @@ def judge(record: dict, gate: GateOptions, what: str) -> None:
                         "--allow-metric-drop / --allow-slower to keep it anyway, or try another method.")
 
 
+PARITY_EXAMPLES = 32
+
+
+def _parity_texts(parent: Artifact, gate: GateOptions) -> list[str]:
+    """The task's own extra parity texts, made from the gate split's first examples when the task has a dev
+    metric (in-distribution inputs: where a trained model decides, so agreement has something to judge)."""
+    from ..data import load_dataset
+    from ..tasks import get_task
+
+    task = get_task(parent.task)
+    examples = None
+    if task.primary_metric is not None:
+        splits = load_dataset(task_data(parent, gate.data)).splits
+        examples = splits[gate.split].inputs[:PARITY_EXAMPLES] if gate.split in splits else None
+    return task.parity_texts(examples)
+
+
 def build_gated_variant(parent: Artifact, output, write_files: Callable[[Path], dict], *, stage: str, fmt: str,
                         method: str, config: dict, gate: GateOptions, parity_tolerance: float | None = None,
                         dtype: str | None = None, overwrite: bool = False) -> Artifact:
@@ -175,7 +192,7 @@ def build_gated_variant(parent: Artifact, output, write_files: Callable[[Path], 
         tokenizer = load_tokenizer(parent)
         vocab = int(getattr(tokenizer, "vocab_size", 0) or len(tokenizer))
         parity = check_parity(parent_runner, variant_runner, tokenizer, method, parent.max_length, vocab,
-                              tolerance=parity_tolerance)
+                              texts=_parity_texts(parent, gate), tolerance=parity_tolerance)
         record = _eval_and_bench(parent, parent_runner, variant_runner, tokenizer, gate)
         judge(record, gate, f"the {method} variant of {parent.path}")
         name = record.pop("dataset_name")

@@ -143,7 +143,7 @@ class Engine:
         """First calls allocate and pick kernels: pay that before readiness, at batch 1 and at full batch."""
         from ..runtime.batching import pad_batch
 
-        feats, _ = model.task.encode(["warm-up text for the model"], model.tokenizer, model.max_length)
+        feats, _ = model.task.encode([model.task.warmup_input], model.tokenizer, model.max_length)
         for n in (1, self.batch.max_batch_size):
             model.runner.run(pad_batch(feats * n, model.tokenizer.pad_token_id or 0, model.runner.input_names))
 

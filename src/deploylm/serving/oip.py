@@ -1,7 +1,8 @@
 """Open Inference Protocol v2 (KServe / Triton) tensors <-> texts and predictions, for both transports.
 
 A model takes one input, TEXT: BYTES, shape [N] (or [N, 1]), one UTF-8 text per element.
-Classification answers LABEL (BYTES [N]) and SCORE (FP32 [N]); token classification answers ENTITIES
+Classification (and relation classification, of texts tagged <e1>..</e1> <e2>..</e2>) answers LABEL (BYTES [N])
+and SCORE (FP32 [N]); token classification answers ENTITIES
 (BYTES [N], one JSON list of {entity, text, start, end, score} per text).
 """
 
@@ -19,10 +20,13 @@ from .limits import decode_utf8
 INPUT_NAME = "TEXT"
 # Binary tensor data extension (Triton): BYTES elements are each a 4-byte little-endian length + the bytes.
 _LEN = struct.Struct("<I")
+# Tasks whose predictions are {"label", "score"}: relation classification labels a marked pair as classification
+# labels a text.
+LABEL_TASKS = ("classification", "relation-classification")
 
 
 def model_outputs(task_name: str) -> list[tuple[str, str]]:
-    if task_name == "classification":
+    if task_name in LABEL_TASKS:
         return [("LABEL", "BYTES"), ("SCORE", "FP32")]
     return [("ENTITIES", "BYTES")]
 
@@ -85,7 +89,7 @@ def texts_from_elements(elements: Sequence[Any], count: int) -> list[str]:
 
 def output_values(task_name: str, preds: list) -> dict[str, np.ndarray]:
     """Predictions -> output tensors as numpy arrays (BYTES as object arrays of bytes)."""
-    if task_name == "classification":
+    if task_name in LABEL_TASKS:
         return {"LABEL": np.array([p["label"].encode() for p in preds], dtype=object),
                 "SCORE": np.array([p["score"] for p in preds], dtype=np.float32)}
     return {"ENTITIES": np.array([json.dumps(p.get("entities", [])).encode() for p in preds], dtype=object)}

@@ -11,6 +11,7 @@ _TASKS = {
     "text-generation": "deploylm.tasks.generation:GenerationTask",
     "feature-extraction": "deploylm.tasks.feature_extraction:FeatureExtractionTask",
     "extractive-qa": "deploylm.tasks.extractive_qa:ExtractiveQATask",
+    "relation-classification": "deploylm.tasks.relation_classification:RelationClassificationTask",
 }
 
 

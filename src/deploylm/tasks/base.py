@@ -22,6 +22,8 @@ class Task:
     selection_metric: str | None = None
     # Those of output_names with a row per token (batch and sequence axes); the others have a row per input.
     token_level_outputs: tuple[str, ...] = ()
+    # One input encode() accepts, for a server's warm-up forwards before it reports ready.
+    warmup_input: object = "warm-up text for the model"
 
     # --- training -------------------------------------------------------------------
     def label_set(self, targets: list) -> list[str]:
@@ -33,6 +35,10 @@ class Task:
     def collator(self, tokenizer):
         raise NotImplementedError
 
+    def prepare(self, tokenizer, model) -> None:
+        """Called once by finetune after the tokenizer and model are loaded, before any text is encoded: a task
+        that adds tokens (relation-classification's entity markers) grows the tokenizer and the embeddings here."""
+
     def trainer_metrics(self, id2label: dict[int, str]):
         raise NotImplementedError
 
@@ -43,6 +49,12 @@ class Task:
 
     def decode(self, logits: np.ndarray, aux: Any, id2label: dict[int, str]) -> Any:
         raise NotImplementedError
+
+    def parity_texts(self, examples: list | None = None) -> list[str]:
+        """Texts the export/quantize parity check feeds (plain tokenizer) besides random ids and plain sentences:
+        a task whose model reads more than plain text (entity markers) gives texts that exercise that, from
+        `examples` (inputs of the gate's dev split) where given."""
+        return []
 
     def score(self, predictions: list, targets: list) -> dict[str, float]:
         raise NotImplementedError

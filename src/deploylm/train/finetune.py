@@ -84,6 +84,7 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.location)
         model = task.load_model(source.location, labels)
+        task.prepare(tokenizer, model)  # e.g. marker tokens added to the tokenizer and the embeddings
     except OSError as exc:
         if source.is_local:
             raise ModelError(f"Could not load a model from {source.location}: {exc}") from None
