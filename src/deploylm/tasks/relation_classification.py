@@ -267,6 +267,9 @@ class RelationClassificationTask(Task):
         k = int(np.argmax(probs))
         return {"label": id2label[k], "score": float(probs[k])}
 
+    def show(self, item, prediction):
+        return f"{prediction['label']} ({prediction['score']:.3f})  {item}"
+
     def score(self, predictions, targets):
         """accuracy, macro-F1 over every label, and macro-F1 over the labels that name a relation (what
         SemEval-2010 Task 8 reports, though its official scorer also merges the two directions of a relation)."""
