@@ -76,9 +76,9 @@ def cosine_record(parent, parent_runner, variant_runner, tokenizer, gate) -> tup
     source, name, texts = corpus(gate.data, gate.split, gate.max_eval_samples)
     feats, _ = get_task(parent.task).encode(texts, tokenizer, parent.max_length)
     names = tuple(dict.fromkeys(parent_runner.input_names + variant_runner.input_names))
-    order = [i for idx in length_batches(feats, gate.batch_size) for i in idx]
-    batches = [pad_batch([feats[i] for i in idx], tokenizer.pad_token_id or 0, names)
-               for idx in length_batches(feats, gate.batch_size)]
+    groups = list(length_batches(feats, gate.batch_size))
+    order = [i for idx in groups for i in idx]  # row r of the stacked embeddings is text order[r]
+    batches = [pad_batch([feats[i] for i in idx], tokenizer.pad_token_id or 0, names) for idx in groups]
     cos = cosines(embed(parent_runner, batches), embed(variant_runner, batches))
     worst = int(np.argmin(cos))
     stats = {"min": round(float(cos.min()), 6), "mean": round(float(cos.mean()), 6),
