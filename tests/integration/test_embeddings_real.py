@@ -103,7 +103,8 @@ def pipeline_normalizes(path) -> bool:
 
 
 def test_parity_with_sentence_transformers_on_sst2_dev(minilm_fe):
-    """The library itself (installed as a test dependency) on all 872 SST-2 dev sentences, batch 32 on both sides (Task.predict batches by 32)."""
+    """The library itself (installed as a test dependency) on all 872 SST-2 dev sentences, batch 32 on both sides
+    (Task.predict batches by 32)."""
     from sentence_transformers import SentenceTransformer
 
     from deploylm.evaluation import predict
@@ -121,3 +122,21 @@ def test_parity_with_sentence_transformers_on_sst2_dev(minilm_fe):
     assert np.abs(got - want).max() <= 1e-5
     cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cos.min() >= 0.99999
+
+
+def test_dynamic_int8_passes_the_cosine_gate_on_sst2_dev(minilm_fe, tmp_path):
+    """The real gate on all 872 SST-2 dev sentences with its default limits; the recorded min and mean are checked
+    against the two artifacts' embeddings computed here through predict."""
+    from deploylm.evaluation import predict
+    from deploylm.optimize.gate import GateOptions
+    from deploylm.optimize.quantize import quantize
+
+    q = quantize(minilm_fe, tmp_path / "int8", "dynamic-int8", gate=GateOptions(data="sst2", allow_slower=True, rounds=1, bench_samples=64))
+    m = q.metrics["sst2:dev"]
+    assert m["samples"] == 872 and 0.95 <= m["cosine_min"] < 0.999 and 0.98 <= m["cosine_mean"] < 0.9999
+    texts = sst2_dev_sentences()
+    a = np.array([p["embedding"] for p in predict(minilm_fe, texts)], dtype=np.float64)
+    b = np.array([p["embedding"] for p in predict(q, texts)], dtype=np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert m["cosine_min"] == pytest.approx(cos.min(), abs=1e-3)
+    assert m["cosine_mean"] == pytest.approx(cos.mean(), abs=1e-4)
