@@ -158,3 +158,15 @@ def test_cli_reports_the_cosine_and_refuses_with_exit_code(env, capsys, monkeypa
     assert res.returncode not in (0, None) and "Traceback" not in res.stderr
     assert "below --min-cosine-mean 1" in " ".join(res.stderr.split())
     assert not (tmp_path / "no").exists()
+
+
+def test_stage_config_carries_the_cosine_limits_and_a_manifest_config_round_trips(env):
+    from deploylm.optimize.stages import QuantizeConfig
+
+    cfg = QuantizeConfig(min_cosine=0.9, min_cosine_mean=0.97, data="sst2")
+    gate = cfg.gate()
+    assert (gate.min_cosine, gate.min_cosine_mean, gate.data) == (0.9, 0.97, "sst2")
+    root, art, data = env
+    out = quantize(art, root / "q-cfg", "dynamic-int8", gate=GateOptions(data=str(data), min_cosine=0.9, **FAST))
+    again = QuantizeConfig(**out.manifest["config"]).gate()  # what `--config manifest-config.yaml` would run
+    assert (again.min_cosine, again.min_cosine_mean, again.data) == (0.9, 0.98, str(data))
