@@ -86,3 +86,57 @@ def test_onnx_export_matches(minilm_fe, tmp_path):
     batch = pad_batch(feats, tok.pad_token_id, ort.input_names)
     np.testing.assert_allclose(ort.run(batch)["sentence_embedding"],
                                open_runner(minilm_fe).run(batch)["sentence_embedding"], atol=1e-4)
+
+
+def sst2_dev_sentences() -> list[str]:
+    from conftest import SHARED_DATA
+
+    lines = (SHARED_DATA / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    return [line.rsplit("\t", 1)[0] for line in lines if line.strip()]
+
+
+def pipeline_normalizes(path) -> bool:
+    """Whether the sentence-transformers pipeline of this directory ends in Normalize (modules.json)."""
+    import json
+
+    return any(m["type"].endswith(".Normalize") for m in json.loads((path / "modules.json").read_text()))
+
+
+def test_parity_with_sentence_transformers_on_sst2_dev(minilm_fe):
+    """The library itself (installed as a test dependency) on all 872 SST-2 dev sentences, batch 32 on both sides
+    (Task.predict batches by 32)."""
+    from sentence_transformers import SentenceTransformer
+
+    from deploylm.evaluation import predict
+
+    texts = sst2_dev_sentences()
+    assert len(texts) == 872
+    model = SentenceTransformer(str(minilm_dir()), device="cpu")
+    assert model.max_seq_length == minilm_fe.max_length
+    # all-MiniLM-L6-v2's own pipeline is Transformer -> Pooling(mean) -> Normalize: its plain encode() is the
+    # normalised vector; a pipeline without Normalize would be compared with normalize_embeddings=True.
+    want = model.encode(texts, batch_size=32, convert_to_numpy=True,
+                        normalize_embeddings=not pipeline_normalizes(minilm_dir()))
+    got = np.array([p["embedding"] for p in predict(minilm_fe, texts)])
+    assert got.shape == want.shape == (872, 384)
+    assert np.abs(got - want).max() <= 1e-5
+    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert cos.min() >= 0.99999
+
+
+def test_dynamic_int8_passes_the_cosine_gate_on_sst2_dev(minilm_fe, tmp_path):
+    """The real gate on all 872 SST-2 dev sentences with its default limits; the recorded min and mean are checked
+    against the two artifacts' embeddings computed here through predict."""
+    from deploylm.evaluation import predict
+    from deploylm.optimize.gate import GateOptions
+    from deploylm.optimize.quantize import quantize
+
+    q = quantize(minilm_fe, tmp_path / "int8", "dynamic-int8", gate=GateOptions(data="sst2", allow_slower=True, rounds=1, bench_samples=64))
+    m = q.metrics["sst2:dev"]
+    assert m["samples"] == 872 and 0.95 <= m["cosine_min"] < 0.999 and 0.98 <= m["cosine_mean"] < 0.9999
+    texts = sst2_dev_sentences()
+    a = np.array([p["embedding"] for p in predict(minilm_fe, texts)], dtype=np.float64)
+    b = np.array([p["embedding"] for p in predict(q, texts)], dtype=np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert m["cosine_min"] == pytest.approx(cos.min(), abs=1e-3)
+    assert m["cosine_mean"] == pytest.approx(cos.mean(), abs=1e-4)

@@ -208,14 +208,6 @@ def test_cli_import_then_predict(capsys, monkeypatch, tmp_path):
     np.testing.assert_allclose(data[0]["embedding"], ref, atol=1e-5)
 
 
-def test_quantize_is_refused_until_an_embedding_gate_exists(tiny_fe, tmp_path):
-    from deploylm.optimize.quantize import quantize
-
-    with pytest.raises(ConfigError, match="cosine similarity"):
-        quantize(tiny_fe, tmp_path / "q", "dynamic-int8")
-    assert not (tmp_path / "q").exists()
-
-
 def test_serve_refuses_at_load_time(tiny_fe):
     from deploylm.serving.engine import load_model
 

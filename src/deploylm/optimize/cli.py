@@ -29,11 +29,18 @@ def _report(art) -> None:
         return _report_decoder(art, out)
     gate, parity = art.manifest["gate"], art.manifest["parity"]
     out.print(f"[green]{art.manifest['method']}[/] -> [bold]{art.path}[/]")
-    out.print(f"  parity: max |dlogit| {max(parity['random']['max_abs_diff'], parity['real']['max_abs_diff']):.3g}, "
-              f"argmax agreement {min(parity['random']['argmax_agreement'], parity['real']['argmax_agreement']):.1%}")
-    m = gate["metric"]
+    worst = max(parity['random']['max_abs_diff'], parity['real']['max_abs_diff'])
     speed = (f"speed {gate['speed_ratio']:.2f}x its parent ({gate['speed']['variant_seq_per_s']} vs "
              f"{gate['speed']['parent_seq_per_s']} seq/s, batch {gate['speed']['batch_size']})")
+    if "cosine" in gate:  # a sentence-embedding variant: judged by cosine similarity to its parent's embeddings
+        c = gate["cosine"]
+        out.print(f"  parity: max |d embedding| {worst:.3g}")
+        out.print(f"  cosine to the parent on {c['texts']} {gate['split']} texts: min {c['min']:.4f}, mean "
+                  f"{c['mean']:.4f} (allowed {c['min_allowed']:g} / {c['mean_allowed']:g}); {speed}")
+        return
+    out.print(f"  parity: max |dlogit| {worst:.3g}, "
+              f"argmax agreement {min(parity['random']['argmax_agreement'], parity['real']['argmax_agreement']):.1%}")
+    m = gate["metric"]
     if m is None:  # a task without a dev metric (sentence embeddings): parity and speed are the gate
         out.print(f"  no dev-set metric for {art.task}; {speed}")
         return
@@ -87,6 +94,11 @@ def register(app: typer.Typer) -> None:
                                                           help="decoders: keep the variant even if perplexity rises"),
         ppl_texts: Optional[int] = typer.Option(None, help="decoders: SQuAD dev contexts to measure perplexity on "
                                                           "(default 16; --data: a SQuAD-format JSON file)"),
+        min_cosine: Optional[float] = typer.Option(None, help="embeddings: refuse if any corpus text's cosine "
+                                                             "similarity to the parent is lower (default 0.95)"),
+        min_cosine_mean: Optional[float] = typer.Option(None, help="embeddings: refuse if the mean cosine over the "
+                                                                  "corpus (--data, default sst2 dev) is lower "
+                                                                  "(default 0.98)"),
         overwrite: bool = typer.Option(False),
     ) -> None:
         """Quantised variant of ARTIFACT, parity-checked, evaluated and benchmarked against it (the gate)."""
@@ -98,7 +110,8 @@ def register(app: typer.Typer) -> None:
             max_metric_drop=max_metric_drop, allow_metric_drop=allow_metric_drop, allow_slower=allow_slower,
             max_eval_samples=max_eval_samples, parity_tolerance=parity_tolerance,
             all_tokens_last_layer=all_tokens_last_layer, max_ppl_increase=max_ppl_increase,
-            allow_ppl_increase=allow_ppl_increase, ppl_texts=ppl_texts))
+            allow_ppl_increase=allow_ppl_increase, ppl_texts=ppl_texts, min_cosine=min_cosine,
+            min_cosine_mean=min_cosine_mean))
         _report(_quantize(Artifact.open(artifact), cfg, output, overwrite))
 
     @app.command()

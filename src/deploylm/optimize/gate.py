@@ -18,6 +18,7 @@ from typing import Callable
 from ..artifacts import MANIFEST, Artifact, check_output, clear_leftovers, create_artifact, work_dir
 from ..errors import ConfigError, GateError
 from .common import task_data
+from .embedding_gate import DEFAULT_MIN_COSINE, DEFAULT_MIN_COSINE_MEAN, check_thresholds
 from .speed_verdict import summarise
 
 
@@ -32,10 +33,14 @@ class GateOptions:
     bench_samples: int = 256
     rounds: int = 5
     batch_size: int = 32
+    # sentence embeddings (quantize): cosine similarity to the parent over the corpus (embedding_gate.py)
+    min_cosine: float = DEFAULT_MIN_COSINE
+    min_cosine_mean: float = DEFAULT_MIN_COSINE_MEAN
 
     def __post_init__(self):
         if self.max_metric_drop < 0:
             raise ConfigError(f"--max-metric-drop must be >= 0 points, not {self.max_metric_drop}.")
+        check_thresholds(self.min_cosine, self.min_cosine_mean)
         if self.rounds < 1 or self.batch_size < 1 or self.bench_samples < 1:
             raise ConfigError("Gate rounds, batch size and bench samples must be positive.")
 
@@ -111,12 +116,16 @@ def _dev_metric_record(task, parent: Artifact, parent_runner, variant_runner, to
     return record, list(examples.inputs[: gate.bench_samples])
 
 
-def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, gate: GateOptions) -> dict:
+def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, gate: GateOptions,
+                    cosine_gate: bool = False) -> dict:
     from ..runtime.batching import length_batches, pad_batch
     from ..tasks import get_task
+    from .embedding_gate import cosine_record
 
     task = get_task(parent.task)
-    if task.primary_metric is None:
+    if cosine_gate:
+        record, bench_inputs = cosine_record(parent, parent_runner, variant_runner, tokenizer, gate)
+    elif task.primary_metric is None:
         record, bench_inputs = _no_metric_record(gate)
     else:
         record, bench_inputs = _dev_metric_record(task, parent, parent_runner, variant_runner, tokenizer, gate)
@@ -138,8 +147,10 @@ def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, 
 
 def judge(record: dict, gate: GateOptions, what: str) -> None:
     """Raise GateError when the variant is less accurate or slower than allowed."""
+    from .embedding_gate import cosine_problems
+
     drop = -record["metric_delta_points"]
-    problems = []
+    problems = cosine_problems(record, gate)
     if record["metric"] is not None and drop > gate.max_metric_drop and not gate.allow_metric_drop:
         problems.append(f"{record['metric']} dropped {drop:.2f} points ({record['parent'][record['metric']]:.4f} -> "
                         f"{record['variant'][record['metric']]:.4f} on {record['samples']} {record['split']} examples), "
@@ -150,8 +161,9 @@ def judge(record: dict, gate: GateOptions, what: str) -> None:
                         f"vs {s['parent_seq_per_s']} seq/s at batch {s['batch_size']}, ratio {s['ratio_min']:.2f}.."
                         f"{s['ratio_max']:.2f}x)")
     if problems:
+        keep = "lower --min-cosine / --min-cosine-mean" if "cosine" in record else "--allow-metric-drop"
         raise GateError(f"Refused {what}: {'; and '.join(problems)}. No artifact was written. Pass "
-                        "--allow-metric-drop / --allow-slower to keep it anyway, or try another method.")
+                        f"{keep} / --allow-slower to keep it anyway, or try another method.")
 
 
 PARITY_EXAMPLES = 32
@@ -173,15 +185,19 @@ def _parity_texts(parent: Artifact, gate: GateOptions) -> list[str]:
 
 def build_gated_variant(parent: Artifact, output, write_files: Callable[[Path], dict], *, stage: str, fmt: str,
                         method: str, config: dict, gate: GateOptions, parity_tolerance: float | None = None,
-                        dtype: str | None = None, overwrite: bool = False) -> Artifact:
-    """Build -> parity check -> gate -> artifact. Nothing is left at `output` unless all pass."""
+                        dtype: str | None = None, overwrite: bool = False, cosine_gate: bool = False) -> Artifact:
+    """Build -> parity check -> gate -> artifact. Nothing is left at `output` unless all pass.
+    cosine_gate: a sentence-embedding variant, judged by cosine similarity to its parent (embedding_gate.py)."""
     from ..evaluation import load_tokenizer
     from ..runtime import open_runner
+    from .embedding_gate import corpus, cosine_metrics, embedding_parity
     from .verify import check_parity
 
     out = check_output(output, overwrite)
     if has_dev_metric(parent.task):
         task_data(parent, gate.data)  # fail on a missing dataset before minutes of export work
+    elif cosine_gate:
+        corpus(gate.data, gate.split, gate.max_eval_samples)
     clear_leftovers(out)
     staging = work_dir(out, "staging")
     staging.mkdir(parents=True)
@@ -191,13 +207,18 @@ def build_gated_variant(parent: Artifact, output, write_files: Callable[[Path], 
         parent_runner = open_runner(parent)
         tokenizer = load_tokenizer(parent)
         vocab = int(getattr(tokenizer, "vocab_size", 0) or len(tokenizer))
-        parity = check_parity(parent_runner, variant_runner, tokenizer, method, parent.max_length, vocab,
-                              texts=_parity_texts(parent, gate), tolerance=parity_tolerance)
-        record = _eval_and_bench(parent, parent_runner, variant_runner, tokenizer, gate)
+        if cosine_gate:
+            parity = embedding_parity(parent_runner, variant_runner, tokenizer, method, parent.max_length, vocab,
+                                      tolerance=parity_tolerance)
+        else:
+            parity = check_parity(parent_runner, variant_runner, tokenizer, method, parent.max_length, vocab,
+                                  texts=_parity_texts(parent, gate), tolerance=parity_tolerance)
+        record = _eval_and_bench(parent, parent_runner, variant_runner, tokenizer, gate, cosine_gate)
         judge(record, gate, f"the {method} variant of {parent.path}")
-        name = record.pop("dataset_name")
-        metrics = {} if record["metric"] is None else {
-            f"{name}:{record['split']}": {**record["variant"], "samples": record["samples"], "data": record["data"]}}
+        metrics = cosine_metrics(record) if cosine_gate else {} if record["metric"] is None else {
+            f"{record['dataset_name']}:{record['split']}": {**record["variant"], "samples": record["samples"],
+                                                           "data": record["data"]}}
+        record.pop("dataset_name")
 
         def copy_staged(tmp: Path) -> None:
             for item in staging.iterdir():

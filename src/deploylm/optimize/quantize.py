@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +27,7 @@ from ..artifacts import Artifact
 from ..errors import ConfigError, DataError
 from ..machine import has_vnni
 from .common import check_supported, copy_aux_files, task_data
+from .embedding_gate import DEFAULT_CORPUS
 from .first_token import recorded_rewrites
 from .gate import GateOptions, build_gated_variant, has_dev_metric
 
@@ -214,7 +215,7 @@ def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, b
     all_tokens_last_layer: when a transformers parent is exported first, keep the classifier's last
     layer on every token (see first_token.py); an ONNX parent's graph is quantised as it is.
     A text-generation parent goes to decoder_quantize (gated by `decoder_gate`, a DecoderGateOptions)."""
-    from .stages import QuantizeConfig, gate_fields, recorded_config
+    from .stages import QuantizeConfig, cosine_fields, gate_fields, recorded_config
 
     parent = artifact if isinstance(artifact, Artifact) else Artifact.open(artifact)
     if parent.task == DECODER_TASK:
@@ -224,19 +225,19 @@ def quantize(artifact: str | Path | Artifact, output: str | Path, method: str, b
             raise ConfigError("--parity-tolerance and --all-tokens-last-layer are encoder options; a decoder variant "
                               "is gated by perplexity (--max-ppl-increase). Leave them out.")
         return quantize_decoder(parent, output, method, gate=decoder_gate, backend=backend, overwrite=overwrite)
-    if not has_dev_metric(parent.task):
-        # Its gate would be parity alone, whose max-abs bound (0.5 for int8) says nothing about vectors of unit
-        # norm: an int8 embedder needs a cosine-similarity gate, which does not exist yet.
-        raise ConfigError(f"{parent.path} is a {parent.task} model; quantising it is not supported yet (its gate "
-                          "would have to compare embeddings by cosine similarity). `deploylm export` it to ONNX.")
     backend = check_method(method, backend)
     gate = gate or GateOptions()
+    # Without a dev metric (sentence embeddings) the gate compares embeddings with the parent's by cosine
+    # similarity over a real corpus (embedding_gate.py); that corpus is also static-int8's calibration data.
+    cosine_gate = not has_dev_metric(parent.task)
+    if cosine_gate:
+        gate = replace(gate, data=gate.data or DEFAULT_CORPUS)
     calibration_samples = calibration_samples or QuantizeConfig.model_fields["calibration_samples"].default
     check_supported(parent)
     config = recorded_config(QuantizeConfig, method=method, backend=backend, calibration_samples=calibration_samples,
                              parity_tolerance=parity_tolerance, all_tokens_last_layer=all_tokens_last_layer,
-                             **gate_fields(gate))
+                             **gate_fields(gate), **cosine_fields(gate))
     plan = ENCODER_HANDLERS[method](parent, method, gate, calibration_samples, all_tokens_last_layer)
     return build_gated_variant(parent, output, plan.write, stage="quantize", fmt=plan.fmt, method=method,
                                config=config, gate=gate, dtype=plan.dtype, parity_tolerance=parity_tolerance,
-                               overwrite=overwrite)
+                               overwrite=overwrite, cosine_gate=cosine_gate)

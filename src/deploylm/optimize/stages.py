@@ -15,6 +15,7 @@ from pydantic import Field
 
 from ..config import StageConfig
 from ..stages import Stage, register_stage
+from .embedding_gate import DEFAULT_MIN_COSINE, DEFAULT_MIN_COSINE_MEAN
 
 
 class GateFields(StageConfig):
@@ -48,6 +49,15 @@ class QuantizeConfig(GateFields):
     max_ppl_increase: float = Field(default=2.0, ge=0, description="percent of the parent's perplexity (2 = 2 %)")
     allow_ppl_increase: bool = False
     ppl_texts: int | None = Field(default=None, gt=0, description="SQuAD dev contexts for perplexity; default 16")
+    # sentence embeddings (feature-extraction artifacts): cosine similarity to the parent over the --data corpus
+    min_cosine: float = Field(default=DEFAULT_MIN_COSINE, ge=-1, le=1, description="refuse if any text's is lower")
+    min_cosine_mean: float = Field(default=DEFAULT_MIN_COSINE_MEAN, ge=-1, le=1,
+                                   description="refuse if the corpus mean is lower")
+
+    def gate(self):
+        from dataclasses import replace
+
+        return replace(super().gate(), min_cosine=self.min_cosine, min_cosine_mean=self.min_cosine_mean)
 
     def decoder_gate(self):
         from .decoder_gate import DecoderGateOptions
@@ -76,6 +86,11 @@ def gate_fields(gate) -> dict:
         return {}
     return {"data": gate.data, "max_metric_drop": gate.max_metric_drop, "allow_metric_drop": gate.allow_metric_drop,
             "allow_slower": gate.allow_slower, "max_eval_samples": gate.max_eval_samples}
+
+
+def cosine_fields(gate) -> dict:
+    """QuantizeConfig's embedding-gate fields of a GateOptions."""
+    return {} if gate is None else {"min_cosine": gate.min_cosine, "min_cosine_mean": gate.min_cosine_mean}
 
 
 def decoder_gate_fields(gate) -> dict:
