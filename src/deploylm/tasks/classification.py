@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Task
+from .wire import TensorSpec, bytes_array
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -69,6 +70,13 @@ class ClassificationTask(Task):
         probs = _softmax(logits.astype(np.float64))
         k = int(np.argmax(probs))
         return {"label": id2label[k], "score": float(probs[k])}
+
+    def oip_outputs(self, shapes=None):
+        return [TensorSpec("LABEL", "BYTES"), TensorSpec("SCORE", "FP32")]
+
+    def oip_values(self, preds):
+        return {"LABEL": bytes_array(p["label"] for p in preds),
+                "SCORE": np.array([p["score"] for p in preds], dtype=np.float32)}
 
     def score(self, predictions, targets):
         from sklearn.metrics import f1_score
