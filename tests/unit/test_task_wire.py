@@ -45,6 +45,11 @@ def test_feature_extraction_answers_an_fp32_matrix_with_the_models_width():
     assert task.embedding_output == "sentence_embedding" and get_task("classification").embedding_output is None
 
 
+def test_decoders_list_no_oip_outputs():
+    """engine.submit refuses decoders over OIP (400); their metadata must still answer, with no outputs."""
+    assert get_task("text-generation").oip_outputs() == []
+
+
 @pytest.mark.parametrize("name", ["classification", "token-classification", "feature-extraction"])
 def test_text_tasks_read_one_text_input(name):
     task = get_task(name)
