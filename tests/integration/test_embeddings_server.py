@@ -84,6 +84,7 @@ BAD = [
     ("empty list", dict(input=[]), "input", "empty"),
     ("too many", dict(input=["a"] * (MAX_INPUTS + 1)), "input", f"the limit is {MAX_INPUTS}"),
     ("too long", dict(input=["ok", "x" * 10_001]), "input[1]", "10001 characters"),
+    ("one too long", dict(input="x" * 10_001), "input", "input has 10001 characters"),
     ("dimensions", dict(input="a", dimensions=DIMS // 2), "dimensions", f"{DIMS}-dimensional"),
     ("not an embedding model", dict(model="cls", input="a"), "model", "Embedding models served: emb"),
 ]

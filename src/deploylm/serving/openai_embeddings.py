@@ -59,14 +59,16 @@ def _check_dimensions(asked: int | None, model_dims: int, model_name: str) -> No
                      f"or send {model_dims}.", "dimensions")
 
 
-async def _submit(engine, model, texts: list[str], request: Request, usage: dict) -> list:
+async def _submit(engine, model, texts: list[str], request: Request, usage: dict, one: bool) -> list:
+    """engine.submit, dropped unrun when the client disconnects; its 400s name OpenAI's `input` (`one`: the
+    request sent a single string, not a list)."""
     watch = asyncio.ensure_future(_until_disconnect(request.receive))
     try:
         return await engine.submit(model.name, texts, gone=watch, version=model.version, usage=usage)
     except RequestError as exc:
         if exc.status != 400:
             raise
-        message = _ITEM.sub(r"input\1", str(exc))
+        message = _ITEM.sub("input" if one else r"input\1", str(exc))
         found = re.match(r"^input(\[\d+\])?", message)
         raise ParamError(message, found.group(0) if found else None) from None
     finally:
@@ -86,7 +88,8 @@ async def embeddings(engine, body: S.EmbeddingRequest, request: Request) -> JSON
     dims = int((model.output_shapes.get(task.embedding_output) or (-1,))[-1])
     _check_dimensions(body.dimensions, dims, model.name)
     usage: dict = {}
-    vectors = task.embedding_vectors(await _submit(engine, model, texts, request, usage))
+    one = isinstance(body.input, str)
+    vectors = task.embedding_vectors(await _submit(engine, model, texts, request, usage, one))
     _check_dimensions(body.dimensions, vectors.shape[1], model.name)  # a model whose width was not probed
     data = [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
             for i, v in enumerate(vectors)]
