@@ -8,25 +8,11 @@ import numpy as np
 import pytest
 
 from cli_run import run_inprocess
-from conftest import minilm_dir
 from deploylm.errors import ConfigError
+from tiny_encoders import tiny_encoder_dir
 
 TEXTS = ["a", "a considerably longer sentence, which pads every other row of the batch a lot",
          "two words", "Paris is the capital of France."]
-
-
-def tiny_encoder_dir(path, seed: int = 0):
-    """A random 2-layer BertModel (no head) with the MiniLM tokenizer, saved as a plain HF directory."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer, BertConfig
-
-    torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, initializer_range=0.2)
-    AutoModel.from_config(cfg, attn_implementation="eager").eval().save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +194,8 @@ def test_cli_import_then_predict(capsys, monkeypatch, tmp_path):
     np.testing.assert_allclose(data[0]["embedding"], ref, atol=1e-5)
 
 
-def test_serve_refuses_at_load_time(tiny_fe):
+def test_serve_loads_it_and_knows_its_dimension(tiny_fe):
     from deploylm.serving.engine import load_model
 
-    with pytest.raises(ConfigError, match="does not serve its outputs"):
-        load_model(tiny_fe.path)
+    model = load_model(tiny_fe.path, "emb")
+    assert model.task.name == "feature-extraction" and model.output_shapes == {"sentence_embedding": (32,)}

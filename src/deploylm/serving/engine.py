@@ -40,6 +40,9 @@ class ServedModel:
     generator: Any = None  # decoders: a deploylm.generation.engine.DecoderEngine (no batcher)
     ready: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
+    # Each output's shape per item (-1: the token axis) as the runner answered at load: what the OIP metadata
+    # and /v1/embeddings say of sizes only the model knows (an embedding's dimension). Empty if not probed.
+    output_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -70,14 +73,22 @@ def load_model(path: str | Path, name: str | None = None, version: str = "1", de
     art = Artifact.open(path)
     if art.task == GENERATION_TASK:
         return _load_decoder(art, name, version, decoder)
-    if "logits" not in get_task(art.task).output_names:
-        # The encoder batcher and the wire encodings read logits; refuse at start-up, not at the first request.
-        raise ConfigError(f"{art.path} is a {art.task} model; `deploylm serve` does not serve its outputs "
-                          f"({', '.join(get_task(art.task).output_names)}) yet. Use `deploylm predict` for now.")
-    runner = open_runner(art)
-    return ServedModel(name=name or art.name, task=get_task(art.task), tokenizer=load_tokenizer(art), runner=runner,
+    task, runner, tokenizer = get_task(art.task), open_runner(art), load_tokenizer(art)
+    return ServedModel(name=name or art.name, task=task, tokenizer=tokenizer, runner=runner,
                        labels=art.labels, max_length=art.max_length, version=version,
-                       platform=f"deploylm_{runner.backend}", source=str(art.path))
+                       platform=f"deploylm_{runner.backend}", source=str(art.path),
+                       output_shapes=probe_output_shapes(task, runner, tokenizer, art.max_length))
+
+
+def probe_output_shapes(task, runner, tokenizer, max_length: int) -> dict[str, tuple[int, ...]]:
+    """One short text through the runner: each of the task's outputs' shape per item, -1 for the token axis.
+    Neither an ONNX graph nor a torch module states its widths as plainly as one run does."""
+    from ..runtime.batching import pad_batch
+
+    feats, _ = task.encode(["shape probe"], tokenizer, max_length)
+    out = runner.run(pad_batch(feats, tokenizer.pad_token_id or 0, runner.input_names))
+    return {n: ((-1, *out[n].shape[2:]) if n in task.token_level_outputs else tuple(out[n].shape[1:]))
+            for n in task.output_names}
 
 
 GENERATION_TASK = "text-generation"
@@ -206,6 +217,17 @@ class Engine:
             raise RequestError(f"Model '{name}' is still loading; retry when /v2/models/{name}/ready is true.", 503)
         return model
 
+    def require_embedder(self, name: str) -> ServedModel:
+        """A ready sentence-embedding model by name (OpenAI's `model`): 404 for unknown names, 400 for others."""
+        model = self.require_ready(name)
+        if model.task.embedding_output is None:
+            found = ", ".join(n for n in self.names() if self.versions(n)[-1].task.embedding_output) or "none"
+            where = ("/v1/chat/completions or /v1/completions" if model.is_decoder
+                     else f"/v1/models/{model.name}/predict")
+            raise RequestError(f"Model '{name}' is a {model.task.name} model, not a sentence-embedding "
+                               f"(feature-extraction) model; use {where}. Embedding models served: {found}.", 400)
+        return model
+
     def require_decoder(self, name: str) -> ServedModel:
         """A ready decoder by name (OpenAI's `model`): 404 for unknown names, 400 for an encoder."""
         model = self.require_ready(name)
@@ -217,24 +239,28 @@ class Engine:
 
     async def submit(self, name: str, inputs: Sequence[Any], timeout_s: float | None = None,
                      request_id: str | None = None, gone: asyncio.Future | None = None,
-                     version: str | None = None) -> list:
-        """Predictions for `inputs` (texts), in order, from model `name` (its latest version unless
-        `version` says). Raises RequestError with the status to answer.
+                     version: str | None = None, usage: dict | None = None) -> list:
+        """Predictions for `inputs` (the /v1 JSON items: texts, or what the model's task reads), in order, from
+        model `name` (its latest version unless `version` says). Raises RequestError with the status to answer.
 
         `gone`: a future the transport completes when its client disconnects; the request is then
-        dropped before it is computed and RequestError(499) is raised."""
+        dropped before it is computed and RequestError(499) is raised.
+        `usage`: if given, gets "prompt_tokens", the tokens the model reads (special tokens included)."""
         model = self.require_ready(name, version)
         if model.is_decoder:
             raise RequestError(f"Model '{model.name}' generates text: use /v1/completions or /v1/chat/completions.",
                                400)
-        texts = self.limits.check_texts(inputs, model.max_length)
+        text = self.limits.text_limit(model.max_length)
+        items = model.task.inputs_from_json(self.limits.check_items(inputs), text)
         if model.batcher.queue_depth() >= self.batch.max_queue:  # refuse before paying for tokenization
             raise RequestError(f"Model '{model.key}' is overloaded: {self.batch.max_queue} requests already queued "
                                f"(--max-queue). Retry later with backoff.", 429)
-        if sum(map(len, texts)) > _INLINE_ENCODE_CHARS:
-            features, aux = await asyncio.to_thread(model.task.encode, texts, model.tokenizer, model.max_length)
+        if text.chars > _INLINE_ENCODE_CHARS:
+            features, aux = await asyncio.to_thread(model.task.encode, items, model.tokenizer, model.max_length)
         else:
-            features, aux = model.task.encode(texts, model.tokenizer, model.max_length)
+            features, aux = model.task.encode(items, model.tokenizer, model.max_length)
+        if usage is not None:
+            usage["prompt_tokens"] = sum(len(f["input_ids"]) for f in features)
         loop = asyncio.get_running_loop()
         timeout = self.timeout_s if timeout_s is None else timeout_s
         key = f"req-{next(self._ids)}"  # ours: client-chosen ids need not be unique

@@ -1,7 +1,8 @@
 """gRPC transport: the Open Inference Protocol v2 `inference.GRPCInferenceService` (grpc.aio).
 
-Runs on the same event loop and the same Engine as the REST app. Thin: protobuf tensors -> texts ->
-engine.submit -> protobuf tensors. RequestError.status (HTTP) maps to a gRPC code in serving/status.py.
+Runs on the same event loop and the same Engine as the REST app. Thin: protobuf tensors -> texts -> the task's
+inputs -> engine.submit -> the task's output arrays -> protobuf tensors (raw_output_contents, any rank).
+RequestError.status (HTTP) maps to a gRPC code in serving/status.py.
 """
 
 from __future__ import annotations
@@ -98,31 +99,33 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     @_rpc
     async def ModelInfer(self, request, context):
         model = self.engine.get(request.model_name, request.model_version or None)
-        texts = _texts(request)
+        items = model.task.inputs_from_oip(_texts(request, model.task.oip_inputs))
         remaining = context.time_remaining()  # the client's gRPC deadline, if it set one, caps ours
         timeout = None if remaining is None else min(remaining, self.engine.timeout_s)
-        preds = await self.engine.submit(model.name, texts, timeout_s=timeout, request_id=request.id or None,
+        preds = await self.engine.submit(model.name, items, timeout_s=timeout, request_id=request.id or None,
                                          version=model.version)
-        values = oip.select_outputs(oip.output_values(model.task.name, preds), [o.name for o in request.outputs])
+        values = oip.select_outputs(oip.output_values(model, preds), [o.name for o in request.outputs])
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         for name, arr in values.items():
-            response.outputs.add(name=name, datatype=oip.datatype_of(arr), shape=[len(arr)])
+            response.outputs.add(name=name, datatype=oip.datatype_of(arr), shape=oip.shape_of(arr))
             response.raw_output_contents.append(oip.to_raw(arr))
         return response
 
 
-def _texts(request) -> list[str]:
-    inputs = request.inputs
-    tensor = inputs[0] if inputs else None
-    count = oip.check_input_tensor(tensor.name if tensor else None, tensor.datatype if tensor else None,
-                                   list(tensor.shape) if tensor else None, len(inputs))
-    if request.raw_input_contents:
-        if len(request.raw_input_contents) != 1:
-            raise RequestError("Expected one raw_input_contents entry for the one input tensor.", 400)
-        elements = oip.split_bytes_tensor(request.raw_input_contents[0], count)
-    else:
-        elements = list(tensor.contents.bytes_contents)
-    return oip.texts_from_elements(elements, count)
+def _texts(request, specs) -> dict[str, list[str]]:
+    """The request's input tensors, checked against the model's (its task's oip_inputs) -> texts by name."""
+    inputs = list(request.inputs)
+    counts = oip.check_inputs([(t.name, t.datatype, list(t.shape)) for t in inputs], specs)
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(inputs):
+        raise RequestError(f"Expected one raw_input_contents entry per input tensor ({len(inputs)}), got {len(raw)}.",
+                           400)
+    texts = {}
+    for k, (tensor, count) in enumerate(zip(inputs, counts)):
+        elements = (oip.split_bytes_tensor(raw[k], count, tensor.name) if raw
+                    else list(tensor.contents.bytes_contents))
+        texts[tensor.name] = oip.texts_from_elements(elements, count, tensor.name)
+    return texts
 
 
 def create_grpc_server(engine, metrics, limits, host: str, port: int):

@@ -30,7 +30,7 @@ DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")  # the schema holds no data an
 
 
 class PredictRequest(BaseModel):
-    inputs: List[Any] = Field(..., description="Texts to classify or tag (strings), at most --max-inputs.",
+    inputs: List[Any] = Field(..., description="Texts to classify, tag or embed (strings), at most --max-inputs.",
                               examples=[["a gripping, beautifully acted film"]])
 
 
@@ -143,11 +143,11 @@ async def predict_response(engine, name: str, version: str | None, raw_body: byt
     return _json({"model": model.name, "version": model.version, "predictions": preds})
 
 
-async def _submit(receive, engine, model, texts: Any) -> list:
+async def _submit(receive, engine, model, items: Any) -> list:
     """engine.submit, dropped unrun as soon as the client disconnects."""
     watch = asyncio.ensure_future(_until_disconnect(receive))
     try:
-        return await engine.submit(model.name, texts, gone=watch, version=model.version)
+        return await engine.submit(model.name, items, gone=watch, version=model.version)
     finally:
         watch.cancel()
 
@@ -162,7 +162,8 @@ def create_app(engine, metrics, limits, generation_timeout_s: float = 600.0) -> 
 
     app = FastAPI(title="deploylm", version=__version__,
                   description="Task endpoints (/v1), the OpenAI API for text-generation models (/v1/completions, "
-                              "/v1/chat/completions) and the Open Inference Protocol v2 (/v2) for deploylm models.")
+                              "/v1/chat/completions) and sentence-embedding models (/v1/embeddings), and the Open "
+                              "Inference Protocol v2 (/v2) for deploylm models.")
     app.add_middleware(Guard, engine=engine, metrics=metrics, limits=limits)
 
     @app.exception_handler(RequestError)
@@ -198,9 +199,9 @@ def create_app(engine, metrics, limits, generation_timeout_s: float = 600.0) -> 
         "schema": PredictRequest.model_json_schema()}}}}
 
     @app.post("/v1/models/{name}/predict", tags=["v1"], openapi_extra=predict_body,
-              summary="Labels + scores, or entity spans, per text (latest version)")
+              summary="Labels + scores, entity spans or an embedding, per text (latest version)")
     @app.post("/v1/models/{name}/versions/{version}/predict", tags=["v1"], openapi_extra=predict_body,
-              summary="Labels + scores, or entity spans, per text (one version)")
+              summary="Labels + scores, entity spans or an embedding, per text (one version)")
     async def predict(name: str, request: Request, version: str | None = None):
         return await predict_response(engine, name, version, await request.body(), request.receive)
 
@@ -233,9 +234,10 @@ def create_app(engine, metrics, limits, generation_timeout_s: float = 600.0) -> 
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], include_in_schema=False)
     async def infer(name: str, request: Request, version: str | None = None):
         model = engine.get(name, version)
-        header, texts, requested, binary_out = _parse_infer(await request.body(), request.headers)
-        preds = await _submit(request.receive, engine, model, texts)
-        values = oip.select_outputs(oip.output_values(model.task.name, preds), requested)
+        header, texts, requested, binary_out = _parse_infer(await request.body(), request.headers,
+                                                            model.task.oip_inputs)
+        preds = await _submit(request.receive, engine, model, model.task.inputs_from_oip(texts))
+        values = oip.select_outputs(oip.output_values(model, preds), requested)
         return _infer_response(model, header.get("id"), values, binary_out)
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
@@ -280,8 +282,9 @@ def _parse_json(raw: bytes) -> Any:
         raise RequestError(f"Request body is not valid JSON ({exc}).", 400) from None
 
 
-def _parse_infer(body: bytes, headers) -> tuple[dict, list[str], list[str], dict[str, bool]]:
-    """OIP JSON (optionally with Triton's binary tensor extension) -> (header, texts, requested outputs, binary?)."""
+def _parse_infer(body: bytes, headers, specs) -> tuple[dict, dict[str, list[str]], list[str], dict[str, bool]]:
+    """OIP JSON (optionally with Triton's binary tensor extension) -> (header, texts by input name, requested
+    outputs, binary?). `specs`: the model's input tensors (its task's oip_inputs)."""
     json_len = headers.get("inference-header-content-length")
     if json_len is not None and (not json_len.isdigit() or int(json_len) > len(body)):
         raise RequestError(f"Inference-Header-Content-Length {json_len!r} does not fit the {len(body)}-byte body.",
@@ -290,22 +293,12 @@ def _parse_infer(body: bytes, headers) -> tuple[dict, list[str], list[str], dict
     header = _parse_json(body[:cut])
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise RequestError("Request must be a JSON object with an 'inputs' list of tensors.", 400)
-    inputs = header["inputs"]
-    tensor = inputs[0] if inputs and isinstance(inputs[0], dict) else {}
-    count = oip.check_input_tensor(tensor.get("name"), tensor.get("datatype"), tensor.get("shape"), len(inputs))
-    params = tensor.get("parameters") or {}
-    if "binary_data_size" in params:
-        size = params["binary_data_size"]
-        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= len(body) - cut:
-            raise RequestError(f"Input parameter binary_data_size must be an integer byte count from 0 to the "
-                               f"{len(body) - cut} bytes after the JSON header; got {size!r}.", 400)
-        elements = oip.split_bytes_tensor(body[cut: cut + size], count)
-    else:
-        data = tensor.get("data")
-        if not isinstance(data, list):
-            raise RequestError(f"Input '{oip.INPUT_NAME}' needs a 'data' list (or binary data).", 400)
-        elements = [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data]  # [N, 1] nested form
-    texts = oip.texts_from_elements(elements, count)
+    tensors = [t if isinstance(t, dict) else {} for t in header["inputs"]]
+    counts = oip.check_inputs([(t.get("name"), t.get("datatype"), t.get("shape")) for t in tensors], specs)
+    texts, offset = {}, cut  # binary tensors follow the header in the order of their inputs
+    for tensor, count in zip(tensors, counts):
+        elements, offset = _elements(tensor, count, body, offset)
+        texts[tensor["name"]] = oip.texts_from_elements(elements, count, tensor["name"])
     outputs = header.get("outputs") or []
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                 for o in outputs):
@@ -316,10 +309,25 @@ def _parse_infer(body: bytes, headers) -> tuple[dict, list[str], list[str], dict
     return header, texts, [o["name"] for o in outputs], binary
 
 
+def _elements(tensor: dict, count: int, body: bytes, offset: int) -> tuple[list, int]:
+    """One input tensor's elements, from its JSON `data` or from the body at `offset`; -> (elements, next offset)."""
+    name, params = tensor["name"], tensor.get("parameters") or {}
+    if "binary_data_size" in params:
+        size = params["binary_data_size"]
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= len(body) - offset:
+            raise RequestError(f"Input parameter binary_data_size must be an integer byte count from 0 to the "
+                               f"{len(body) - offset} bytes after the JSON header; got {size!r}.", 400)
+        return oip.split_bytes_tensor(body[offset: offset + size], count, name), offset + size
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise RequestError(f"Input '{name}' needs a 'data' list (or binary data).", 400)
+    return [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data], offset  # [N, 1] nested form
+
+
 def _infer_response(model, request_id, values, binary_out: dict[str, bool]) -> Response:
     outputs, blobs = [], []
     for name, arr in values.items():
-        entry = {"name": name, "datatype": oip.datatype_of(arr), "shape": [len(arr)]}
+        entry = {"name": name, "datatype": oip.datatype_of(arr), "shape": oip.shape_of(arr)}
         if binary_out.get(name, binary_out["*"]):
             raw = oip.to_raw(arr)
             entry["parameters"] = {"binary_data_size": len(raw)}

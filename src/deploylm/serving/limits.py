@@ -16,8 +16,9 @@ class Limits:
     truncate: bool = False  # cut over-long texts (to what the model can read) instead of refusing them
     api_key: str | None = None  # Bearer token; None = no auth
 
-    def check_texts(self, inputs: Any, max_length: int) -> list[str]:
-        """Validate a list of texts; return them (cut when truncate is on). Raises RequestError(400)."""
+    def check_items(self, inputs: Any) -> list:
+        """A request's items: a non-empty list of at most max_inputs. Each item is then the task's to read
+        (Task.inputs_from_json), its texts checked by a TextLimit. Raises RequestError(400)."""
         if not isinstance(inputs, (list, tuple)):
             raise RequestError(f"'inputs' must be a list of strings, got {type(inputs).__name__}.", 400)
         if not inputs:
@@ -25,21 +26,32 @@ class Limits:
         if len(inputs) > self.max_inputs:
             raise RequestError(
                 f"{len(inputs)} inputs in one request; the limit is {self.max_inputs}. Split the request.", 400)
+        return list(inputs)
+
+    def text_limit(self, max_length: int) -> "TextLimit":
+        return TextLimit(self, max_length)
+
+
+class TextLimit:
+    """A tasks.wire.TextCheck with the server's limits: each text must be a string of at most max_text_chars
+    (cut instead when truncate is on); counts the characters it passed (`chars`)."""
+
+    def __init__(self, limits: Limits, max_length: int):
         # A word piece is at least one character and BERT-style tokenizers map a word of > 100 characters to one
         # [UNK], so max_length * 100 characters always hold everything the model can read.
-        cut_at = max_length * 100
-        texts = []
-        for i, text in enumerate(inputs):
-            if not isinstance(text, str):
-                raise RequestError(f"inputs[{i}] must be a string, got {type(text).__name__}.", 400)
-            if len(text) > self.max_text_chars:
-                if not self.truncate:
-                    raise RequestError(
-                        f"inputs[{i}] has {len(text)} characters; the limit is {self.max_text_chars}. Shorten it, "
-                        "or start the server with --truncate to cut texts to the model's maximum length.", 400)
-                text = text[:cut_at]
-            texts.append(text)
-        return texts
+        self.limits, self.cut_at, self.chars = limits, max_length * 100, 0
+
+    def __call__(self, text: Any, where: str) -> str:
+        if not isinstance(text, str):
+            raise RequestError(f"{where} must be a string, got {type(text).__name__}.", 400)
+        if len(text) > self.limits.max_text_chars:
+            if not self.limits.truncate:
+                raise RequestError(
+                    f"{where} has {len(text)} characters; the limit is {self.limits.max_text_chars}. Shorten it, "
+                    "or start the server with --truncate to cut texts to the model's maximum length.", 400)
+            text = text[:self.cut_at]
+        self.chars += len(text)
+        return text
 
 
 def decode_utf8(items: Sequence[bytes], where: str) -> list[str]:

@@ -1,34 +1,26 @@
-"""Open Inference Protocol v2 (KServe / Triton) tensors <-> texts and predictions, for both transports.
+"""Open Inference Protocol v2 (KServe / Triton) tensors, for both transports.
 
-A model takes one input, TEXT: BYTES, shape [N] (or [N, 1]), one UTF-8 text per element.
-Classification (and relation classification, of texts tagged <e1>..</e1> <e2>..</e2>) answers LABEL (BYTES [N])
-and SCORE (FP32 [N]); token classification answers ENTITIES
-(BYTES [N], one JSON list of {entity, text, start, end, score} per text).
+What a model takes and answers is its task's (tasks/wire.py: Task.oip_inputs, oip_outputs, oip_values,
+inputs_from_oip): this module checks input tensor headers against those specs, splits and joins BYTES tensors,
+and encodes output arrays of any rank (JSON `data` flattened row-major as the spec says, or raw little-endian
+bytes for the binary extension and gRPC), with the array's own shape.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import RequestError
+from ..tasks.wire import TEXT_INPUT, TensorSpec
 from .limits import decode_utf8
 
-INPUT_NAME = "TEXT"
+INPUT_NAME = TEXT_INPUT  # the text tasks' one input: what the load generator and benchmarks send
 # Binary tensor data extension (Triton): BYTES elements are each a 4-byte little-endian length + the bytes.
 _LEN = struct.Struct("<I")
-# Tasks whose predictions are {"label", "score"}: relation classification labels a marked pair as classification
-# labels a text.
-LABEL_TASKS = ("classification", "relation-classification")
-
-
-def model_outputs(task_name: str) -> list[tuple[str, str]]:
-    if task_name in LABEL_TASKS:
-        return [("LABEL", "BYTES"), ("SCORE", "FP32")]
-    return [("ENTITIES", "BYTES")]
+_DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64", np.dtype(object): "BYTES"}
 
 
 def model_metadata(model, versions: list[str]) -> dict:
@@ -36,39 +28,63 @@ def model_metadata(model, versions: list[str]) -> dict:
         "name": model.name,
         "versions": versions,
         "platform": model.platform,
-        "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in model_outputs(model.task.name)],
+        "inputs": [t.metadata() for t in model.task.oip_inputs],
+        "outputs": [t.metadata() for t in model.task.oip_outputs(model.output_shapes)],
     }
 
 
-def check_input_tensor(name: Any, datatype: Any, shape: Any, n_inputs: int) -> int:
-    """Validate the one TEXT tensor's header; return its element count."""
-    if n_inputs != 1:
-        raise RequestError(f"Expected exactly one input tensor '{INPUT_NAME}', got {n_inputs}.", 400)
-    if name != INPUT_NAME:
-        raise RequestError(f"Unknown input tensor '{name}'; this model takes one BYTES input '{INPUT_NAME}'.", 400)
-    if datatype != "BYTES":
-        raise RequestError(f"Input '{INPUT_NAME}' must have datatype BYTES (UTF-8 texts), got '{datatype}'.", 400)
+def _takes(specs: Sequence[TensorSpec]) -> str:
+    if len(specs) == 1:
+        return f"one {specs[0].datatype} input '{specs[0].name}'"
+    return "the inputs " + ", ".join(f"'{s.name}' ({s.datatype})" for s in specs)
+
+
+def check_input_tensor(spec: TensorSpec, datatype: Any, shape: Any) -> int:
+    """Validate one BYTES input tensor's header against its spec; return its element count."""
+    if datatype != spec.datatype:
+        raise RequestError(f"Input '{spec.name}' must have datatype {spec.datatype} (UTF-8 texts), got "
+                           f"'{datatype}'.", 400)
     if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 2
             or not all(isinstance(d, int) and d >= 0 for d in shape) or (len(shape) == 2 and shape[1] != 1)):
-        raise RequestError(f"Input '{INPUT_NAME}' must have shape [N] or [N, 1], got {shape}.", 400)
+        raise RequestError(f"Input '{spec.name}' must have shape [N] or [N, 1], got {shape}.", 400)
     return int(shape[0])
 
 
-def split_bytes_tensor(raw: bytes, count: int) -> list[bytes]:
+def check_inputs(headers: Sequence[tuple[Any, Any, Any]], specs: Sequence[TensorSpec]) -> list[int]:
+    """(name, datatype, shape) of each input tensor, as sent -> each one's element count. Every spec must be
+    sent exactly once, and every tensor must have the same number of items."""
+    if len(headers) != len(specs):
+        expected = f"exactly one input tensor '{specs[0].name}'" if len(specs) == 1 else (
+            f"exactly {len(specs)} input tensors (" + ", ".join(f"'{s.name}'" for s in specs) + ")")
+        raise RequestError(f"Expected {expected}, got {len(headers)}.", 400)
+    by_name, counts, seen = {s.name: s for s in specs}, [], set()
+    for name, datatype, shape in headers:
+        if name not in by_name:
+            raise RequestError(f"Unknown input tensor '{name}'; this model takes {_takes(specs)}.", 400)
+        if name in seen:
+            raise RequestError(f"Input tensor '{name}' is sent twice; this model takes {_takes(specs)}.", 400)
+        seen.add(name)
+        counts.append(check_input_tensor(by_name[name], datatype, shape))
+    if len(set(counts)) > 1:
+        sizes = ", ".join(f"'{h[0]}' {c}" for h, c in zip(headers, counts))
+        raise RequestError(f"Input tensors must hold one element per item each; their sizes differ ({sizes}).", 400)
+    return counts
+
+
+def split_bytes_tensor(raw: bytes, count: int, name: str = INPUT_NAME) -> list[bytes]:
     """Binary BYTES tensor -> its elements; errors if lengths do not add up to the buffer."""
     items, offset = [], 0
     for _ in range(count):
         if offset + 4 > len(raw):
-            raise RequestError(f"Binary data of '{INPUT_NAME}' ends before element {len(items)} of {count}.", 400)
+            raise RequestError(f"Binary data of '{name}' ends before element {len(items)} of {count}.", 400)
         (size,) = _LEN.unpack_from(raw, offset)
         offset += 4
         if offset + size > len(raw):
-            raise RequestError(f"Element {len(items)} of '{INPUT_NAME}' claims {size} bytes past the data end.", 400)
+            raise RequestError(f"Element {len(items)} of '{name}' claims {size} bytes past the data end.", 400)
         items.append(raw[offset: offset + size])
         offset += size
     if offset != len(raw):
-        raise RequestError(f"Binary data of '{INPUT_NAME}' has {len(raw) - offset} bytes beyond its {count} "
+        raise RequestError(f"Binary data of '{name}' has {len(raw) - offset} bytes beyond its {count} "
                            "elements; the shape and the data disagree.", 400)
     return items
 
@@ -77,22 +93,19 @@ def join_bytes_tensor(items: Sequence[bytes]) -> bytes:
     return b"".join(_LEN.pack(len(b)) + b for b in items)
 
 
-def texts_from_elements(elements: Sequence[Any], count: int) -> list[str]:
+def texts_from_elements(elements: Sequence[Any], count: int, name: str = INPUT_NAME) -> list[str]:
     if len(elements) != count:
-        raise RequestError(f"Input '{INPUT_NAME}' has shape [{count}] but {len(elements)} elements.", 400)
+        raise RequestError(f"Input '{name}' has shape [{count}] but {len(elements)} elements.", 400)
     if all(isinstance(e, str) for e in elements):
         return list(elements)
     if all(isinstance(e, (bytes, bytearray)) for e in elements):
-        return decode_utf8(elements, INPUT_NAME)
-    raise RequestError(f"Every element of '{INPUT_NAME}' must be a string (UTF-8 text).", 400)
+        return decode_utf8(elements, name)
+    raise RequestError(f"Every element of '{name}' must be a string (UTF-8 text).", 400)
 
 
-def output_values(task_name: str, preds: list) -> dict[str, np.ndarray]:
-    """Predictions -> output tensors as numpy arrays (BYTES as object arrays of bytes)."""
-    if task_name in LABEL_TASKS:
-        return {"LABEL": np.array([p["label"].encode() for p in preds], dtype=object),
-                "SCORE": np.array([p["score"] for p in preds], dtype=np.float32)}
-    return {"ENTITIES": np.array([json.dumps(p.get("entities", [])).encode() for p in preds], dtype=object)}
+def output_values(model, preds: list) -> dict[str, np.ndarray]:
+    """Predictions -> the model's output tensors, as its task encodes them."""
+    return model.task.oip_values(preds)
 
 
 def select_outputs(values: dict[str, np.ndarray], requested: Sequence[str] | None) -> dict[str, np.ndarray]:
@@ -105,12 +118,19 @@ def select_outputs(values: dict[str, np.ndarray], requested: Sequence[str] | Non
 
 
 def datatype_of(arr: np.ndarray) -> str:
-    return "FP32" if arr.dtype == np.float32 else "BYTES"
+    return _DATATYPES[arr.dtype]  # a KeyError here is a task returning a dtype OIP has no name for: a bug
+
+
+def shape_of(arr: np.ndarray) -> list[int]:
+    return [int(d) for d in arr.shape]
 
 
 def to_raw(arr: np.ndarray) -> bytes:
-    return join_bytes_tensor(list(arr)) if arr.dtype == object else arr.astype("<f4").tobytes()
+    if arr.dtype == object:
+        return join_bytes_tensor(list(arr.reshape(-1)))
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()  # row-major, little-endian
 
 
 def to_json_data(arr: np.ndarray) -> list:
-    return [b.decode() for b in arr] if arr.dtype == object else [float(x) for x in arr]
+    flat = arr.reshape(-1)  # the spec's JSON `data` is the tensor flattened in row-major order
+    return [b.decode() for b in flat] if arr.dtype == object else flat.tolist()

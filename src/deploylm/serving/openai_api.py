@@ -1,4 +1,5 @@
-"""The OpenAI API for served decoders: POST /v1/chat/completions and /v1/completions, stream (SSE) and not.
+"""The OpenAI API for served decoders: POST /v1/chat/completions and /v1/completions, stream (SSE) and not
+(and the error mapping and route class that /v1/embeddings, in openai_embeddings.py, shares).
 
 A transport only: the body becomes token ids (the chat template lives in tasks/generation.py) and a checked
 SamplingParams (generation/params.py), the DecoderEngine runs it, and its GenerationEvents are shaped as OpenAI's
@@ -27,10 +28,13 @@ from . import openai_schemas as S
 from .status import CLIENT_GONE, http_headers
 
 CHAT_PATH, COMPLETIONS_PATH = "/v1/chat/completions", "/v1/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"  # sentence-embedding models: openai_embeddings.py
 _INLINE_CHARS = 4096  # longer prompts are tokenised in a worker thread, not on the event loop
 _FIELDS = {CHAT_PATH: set(S.ChatCompletionRequest.model_fields) | {"prompt"},
-           COMPLETIONS_PATH: set(S.CompletionRequest.model_fields)}
-_PARAM_RENAMES = {CHAT_PATH: {"prompt": "messages"}, COMPLETIONS_PATH: {"top_logprobs": "logprobs"}}
+           COMPLETIONS_PATH: set(S.CompletionRequest.model_fields),
+           EMBEDDINGS_PATH: set(S.EmbeddingRequest.model_fields)}
+_PARAM_RENAMES = {CHAT_PATH: {"prompt": "messages"}, COMPLETIONS_PATH: {"top_logprobs": "logprobs"},
+                  EMBEDDINGS_PATH: {}}
 _PARAM = re.compile(r"^([a-z_]+)((?:\[\d+\]|\.[a-z_]+)*)")
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
@@ -353,9 +357,12 @@ async def _stream(sub: Submission, shape, n: int, timeout_s: float) -> AsyncIter
 
 # ---- routes ------------------------------------------------------------------------------------------------------
 def register_openai_routes(app, engine, limits, generation_timeout_s: float) -> None:
-    """Add POST /v1/chat/completions and /v1/completions to `app` for the engine's decoders. `limits`: its
-    API key and body size are enforced by the server's Guard middleware before these routes run; a prompt's
-    own limit is the model's context, checked in tokens."""
+    """Add POST /v1/chat/completions and /v1/completions to `app` for the engine's decoders, and /v1/embeddings
+    for its sentence-embedding models. `limits`: its API key and body size are enforced by the server's Guard
+    middleware before these routes run; a prompt's own limit is the model's context, checked in tokens;
+    embeddings' texts are checked by the engine, as /v1 predict's."""
+    from .openai_embeddings import embeddings
+
     del limits
     router = APIRouter(route_class=_OpenAIRoute, tags=["openai"])
 
@@ -366,5 +373,9 @@ def register_openai_routes(app, engine, limits, generation_timeout_s: float) -> 
     @router.post(COMPLETIONS_PATH, summary="OpenAI text completion (stream: server-sent events)")
     async def complete(body: S.CompletionRequest, request: Request):
         return await completions(engine, body, request, generation_timeout_s)
+
+    @router.post(EMBEDDINGS_PATH, summary="OpenAI embeddings of one text or a batch (sentence-embedding models)")
+    async def embed(body: S.EmbeddingRequest, request: Request):
+        return await embeddings(engine, body, request)
 
     app.include_router(router)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, List, Optional, Union
+from typing import Any, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -96,6 +96,22 @@ class CompletionRequest(_Common):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "model": "gemma3-270m", "prompt": "The capital of France is", "max_tokens": 32}]})
+
+
+class EmbeddingRequest(BaseModel):
+    """POST /v1/embeddings. Token-id inputs are typed here so that they get the route's own clear refusal."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "model": "minilm", "input": ["A man is playing a guitar.", "Someone plays music."]}]})
+
+    model: str = Field(..., description="A served sentence-embedding (feature-extraction) model.")
+    input: Union[str, List[str], List[int], List[List[int]]] = Field(
+        ..., description="A text or a list of texts (at most --max-inputs); token-id arrays are not supported.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: lists of numbers; base64: each vector's little-endian float32 bytes.")
+    dimensions: Optional[int] = Field(None, description="Must equal the model's dimension: vectors are not "
+                                      "truncated (a cut normalised vector is no longer normalised).")
+    user: Optional[str] = Field(None, description="Accepted and ignored (OpenAI: an end-user id).")
 
 
 # ---- responses ------------------------------------------------------------------------------------------------

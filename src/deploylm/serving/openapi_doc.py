@@ -62,7 +62,7 @@ def _fix_operation(path: str, method: str, op: dict, limits: Limits) -> None:
         # The Guard answers 401/413 before any route runs, in the plain shape, on the OpenAI routes too.
         shape = OPENAI_ERROR if openai and status not in (401, 413) else PLAIN_ERROR
         responses[str(status)] = _error_response(status, shape)
-    if openai:  # "stream": true answers server-sent events
+    if openai and not path.endswith("/embeddings"):  # "stream": true answers server-sent events
         responses["200"].setdefault("content", {})["text/event-stream"] = {"schema": {"type": "string"}}
     if path.endswith("/predict"):
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _predict_body(limits)}}}

@@ -111,6 +111,9 @@ async def _load_all(engine, cfg: ServeConfig, names: list[tuple[str, str]],
 def try_line(model, base: str, auth: str) -> str:
     """A curl command that works against `model` as served."""
     json_header = "-H 'Content-Type: application/json'"
+    if model.task.embedding_output is not None:
+        body = '{"model": "%s", "input": ["A man is playing a guitar."]}' % model.name
+        return f"curl -s{auth} {base}/v1/embeddings {json_header} -d '{body}'"
     if not model.is_decoder:
         return (f"curl -s{auth} -X POST {base}/v1/models/{model.name}/predict {json_header} "
                 "-d '{\"inputs\": [\"a gripping, beautifully acted film\"]}'")

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..runtime.batching import length_batches, pad_batch
+from .wire import TEXT_INPUT, TensorSpec, TextCheck, plain_text
 
 
 class Task:
@@ -67,6 +68,36 @@ class Task:
         import json
 
         return f"{json.dumps(prediction)}  {item}"
+
+    # --- the wire (serving): see tasks/wire.py ---------------------------------------
+    # Open Inference Protocol inputs: one text per item by default. A task with several (extractive QA:
+    # QUESTION + CONTEXT) lists them and overrides inputs_from_oip / inputs_from_json.
+    oip_inputs: tuple[TensorSpec, ...] = (TensorSpec(TEXT_INPUT, "BYTES"),)
+    # The output whose width is a sentence embedding's dimension, for tasks the OpenAI /v1/embeddings route
+    # serves (their predictions are vectors: embedding_vectors); None for every other task.
+    embedding_output: str | None = None
+
+    def oip_outputs(self, shapes: dict[str, tuple[int, ...]] | None = None) -> list[TensorSpec]:
+        """The output tensors' specs; `shapes`: each model output's per-item shape as the served model
+        reported it (serving/engine.py), for outputs whose size depends on the model."""
+        raise NotImplementedError(f"Task '{self.name}' has no Open Inference Protocol outputs.")
+
+    def oip_values(self, preds: list) -> dict[str, np.ndarray]:
+        """Predictions (one per item) -> {output name: array with the items on its first axis}."""
+        raise NotImplementedError(f"Task '{self.name}' has no Open Inference Protocol outputs.")
+
+    def inputs_from_oip(self, tensors: dict[str, list[str]]) -> list:
+        """The named BYTES input tensors, decoded to texts (each the same length) -> the request's items in
+        /v1 JSON form; the server then checks them with inputs_from_json, as it checks a /v1 request."""
+        return list(tensors[TEXT_INPUT])
+
+    def inputs_from_json(self, items: list, text: TextCheck = plain_text) -> list:
+        """The items of a /v1 predict request (a list, its size already checked) -> this task's inputs for
+        encode. Every text goes through `text`, which refuses (RequestError 400) or cuts it."""
+        return [text(item, f"inputs[{i}]") for i, item in enumerate(items)]
+
+    def embedding_vectors(self, preds: list) -> np.ndarray:
+        raise NotImplementedError(f"Task '{self.name}' does not produce embeddings.")
 
     # --- shared ---------------------------------------------------------------------
     def model_outputs(self, out) -> dict[str, np.ndarray]:

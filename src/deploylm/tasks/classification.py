@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Task, require_texts
+from .wire import TensorSpec, bytes_array
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -73,6 +74,13 @@ class ClassificationTask(Task):
 
     def show(self, item, prediction):
         return f"{prediction['label']} ({prediction['score']:.3f})  {item}"
+
+    def oip_outputs(self, shapes=None):
+        return [TensorSpec("LABEL", "BYTES"), TensorSpec("SCORE", "FP32")]
+
+    def oip_values(self, preds):
+        return {"LABEL": bytes_array(p["label"] for p in preds),
+                "SCORE": np.array([p["score"] for p in preds], dtype=np.float32)}
 
     def score(self, predictions, targets):
         from sklearn.metrics import f1_score

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import Task
+from .wire import TensorSpec, width
 
 NOT_TRAINED = ("feature-extraction artifacts are made with `deploylm import`, not fine-tuned; run "
                "`deploylm import minilm-l6 --task feature-extraction --output DIR` (or another sentence-embedding "
@@ -78,6 +79,7 @@ class FeatureExtractionTask(Task):
     auto_model = "AutoModel"
     output_names = ("sentence_embedding",)
     token_level_outputs = ()
+    embedding_output = "sentence_embedding"
 
     # --- training: not a fine-tuning task --------------------------------------------
     def label_set(self, targets):
@@ -120,3 +122,14 @@ class FeatureExtractionTask(Task):
     def decode(self, embedding: np.ndarray, aux, id2label):
         values = [float(x) for x in np.asarray(embedding, dtype=np.float32)]
         return {"embedding": values, "dimensions": len(values)}
+
+    # --- the wire -------------------------------------------------------------------------
+    def oip_outputs(self, shapes=None):
+        return [TensorSpec("EMBEDDING", "FP32", (-1, width(shapes, self.embedding_output)))]
+
+    def oip_values(self, preds):
+        return {"EMBEDDING": self.embedding_vectors(preds)}
+
+    def embedding_vectors(self, preds):
+        """[N, D] float32: the predictions' values are float32 numbers already, so nothing is rounded."""
+        return np.array([p["embedding"] for p in preds], dtype=np.float32).reshape(len(preds), -1)

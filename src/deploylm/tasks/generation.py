@@ -112,6 +112,11 @@ class GenerationTask(Task):
     def label_set(self, targets: list) -> list[str]:
         raise ConfigError("Fine-tuning decoders is not supported yet; `deploylm finetune` takes encoders.")
 
+    def oip_outputs(self, shapes=None):
+        # Decoders are not run over OIP (engine.submit refuses them with a 400 naming the OpenAI routes): their
+        # metadata lists no outputs. The inherited TEXT input lets such a request reach that refusal.
+        return []
+
     def encode(self, inputs, tokenizer, max_length):
         raise ConfigError("A text-generation artifact is run with `deploylm generate` or served with "
                           "`deploylm serve` (/v1/completions, /v1/chat/completions), not predicted.")

@@ -270,6 +270,10 @@ class RelationClassificationTask(Task):
     def show(self, item, prediction):
         return f"{prediction['label']} ({prediction['score']:.3f})  {item}"
 
+    # On the wire a relation is labelled as a text is: LABEL and SCORE (inputs: tagged texts).
+    oip_outputs = ClassificationTask.oip_outputs
+    oip_values = ClassificationTask.oip_values
+
     def score(self, predictions, targets):
         """accuracy, macro-F1 over every label, and macro-F1 over the labels that name a relation (what
         SemEval-2010 Task 8 reports, though its official scorer also merges the two directions of a relation)."""

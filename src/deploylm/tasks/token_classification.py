@@ -5,12 +5,14 @@ ignored in the loss), and words are grouped into entity spans with character off
 
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import DataError
 from .base import Task, require_texts
+from .wire import TensorSpec, bytes_array
 
 IGNORE = -100
 
@@ -141,6 +143,12 @@ class TokenClassificationTask(Task):
     def show(self, item, prediction):
         ents = ", ".join(f"{e['text']} [{e['entity']}] {e['score']:.2f}" for e in prediction["entities"])
         return f"{item}\n  -> {ents or 'no entities'}"
+
+    def oip_outputs(self, shapes=None):
+        return [TensorSpec("ENTITIES", "BYTES")]  # one JSON list of {entity, text, start, end, score} per text
+
+    def oip_values(self, preds):
+        return {"ENTITIES": bytes_array(json.dumps(p.get("entities", [])) for p in preds)}
 
     def score(self, predictions, targets):
         from seqeval.metrics import f1_score, precision_score, recall_score
