@@ -11,7 +11,7 @@ import pytest
 from conftest import build_tiny_artifact, minilm_dir
 from squad_data import write_squad
 from deploylm.data import Examples, load_dataset
-from deploylm.errors import DataError
+from deploylm.errors import DataError, RequestError
 from deploylm.tasks import get_task
 from deploylm.tasks.extractive_qa import MAX_ANSWER_TOKENS
 from deploylm.tasks.qa_metric import normalize_answer, squad_scores
@@ -99,13 +99,13 @@ def test_a_long_context_becomes_overlapping_windows_that_label_the_answer(qa_tas
 
 
 def test_a_question_too_long_for_the_window_is_refused(qa_task, tokenizer):
-    with pytest.raises(DataError, match="question is .* tokens"):
+    with pytest.raises(RequestError, match="question is .* tokens"):
         qa_task.encode([{"question": "why " * 60, "context": "Because."}], tokenizer, 64)
 
 
 @pytest.mark.parametrize("bad", [{"question": "Who?"}, {"question": "Who?", "context": "  "}, "a plain text"])
 def test_inputs_without_a_context_are_refused(qa_task, tokenizer, bad):
-    with pytest.raises(DataError, match="context"):
+    with pytest.raises(RequestError, match="context"):
         qa_task.encode([bad], tokenizer, 64)
 
 

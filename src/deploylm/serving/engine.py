@@ -81,11 +81,11 @@ def load_model(path: str | Path, name: str | None = None, version: str = "1", de
 
 
 def probe_output_shapes(task, runner, tokenizer, max_length: int) -> dict[str, tuple[int, ...]]:
-    """One short text through the runner: each of the task's outputs' shape per item, -1 for the token axis.
+    """The task's warm-up input through the runner: each of the task's outputs' shape per item, -1 for the token axis.
     Neither an ONNX graph nor a torch module states its widths as plainly as one run does."""
     from ..runtime.batching import pad_batch
 
-    feats, _ = task.encode(["shape probe"], tokenizer, max_length)
+    feats, _ = task.encode([task.warmup_input], tokenizer, max_length)
     out = runner.run(pad_batch(feats, tokenizer.pad_token_id or 0, runner.input_names))
     return {n: ((-1, *out[n].shape[2:]) if n in task.token_level_outputs else tuple(out[n].shape[1:]))
             for n in task.output_names}

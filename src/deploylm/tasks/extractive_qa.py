@@ -14,9 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import DataError, ModelError
+from ..errors import DataError, ModelError, RequestError
 from .base import Task
 from .qa_metric import squad_scores
+from .wire import TensorSpec, TextCheck, bytes_array, plain_text
 
 N_BEST = 20  # start and end candidates per window
 MAX_ANSWER_TOKENS = 30
@@ -43,14 +44,14 @@ def _inputs(inputs: Sequence) -> tuple[list[str], list[str]]:
     questions, contexts = [], []
     for n, item in enumerate(inputs):
         if not isinstance(item, dict):
-            raise DataError(f"Input {n}: an extractive-qa model takes a question and a context "
+            raise RequestError(f"Input {n}: an extractive-qa model takes a question and a context "
                             f"({{'question': ..., 'context': ...}}; on the command line --question Q --context C), "
                             f"not {type(item).__name__}.")
         q, c = item.get("question"), item.get("context")
         if not isinstance(q, str) or not q.strip():
-            raise DataError(f"Input {n}: the question is missing or empty.")
+            raise RequestError(f"Input {n}: the question is missing or empty.")
         if not isinstance(c, str) or not c.strip():
-            raise DataError(f"Input {n}: the context is missing or empty; give the text to find the answer in.")
+            raise RequestError(f"Input {n}: the context is missing or empty; give the text to find the answer in.")
         questions.append(q.lstrip())  # leading blanks only waste window room (transformers' run_qa does the same)
         contexts.append(c)
     return questions, contexts
@@ -70,6 +71,8 @@ class ExtractiveQATask(Task):
     auto_model = "AutoModelForQuestionAnswering"
     output_names = ("start_logits", "end_logits")
     token_level_outputs = ("start_logits", "end_logits")
+    oip_inputs = (TensorSpec("QUESTION", "BYTES"), TensorSpec("CONTEXT", "BYTES"))
+    warmup_input = {"question": "What is this?", "context": "This is a warm-up text for the model."}
 
     # --- data ---------------------------------------------------------------------
     def label_set(self, targets: list) -> list[str]:
@@ -95,7 +98,7 @@ class ExtractiveQATask(Task):
         limit = max_question_tokens(max_length)
         for n, ids in enumerate(tokenizer(questions, add_special_tokens=False)["input_ids"]):
             if len(ids) > limit:
-                raise DataError(f"Input {n}: the question is {len(ids)} tokens; at most {limit} fit beside the "
+                raise RequestError(f"Input {n}: the question is {len(ids)} tokens; at most {limit} fit beside the "
                                 f"context in this model's {max_length}-token window. Shorten the question.")
         enc = tokenizer(questions, contexts, truncation="only_second", max_length=max_length,
                         stride=stride(max_length), return_overflowing_tokens=True, return_offsets_mapping=True)
@@ -134,6 +137,34 @@ class ExtractiveQATask(Task):
             return {"span_exact": float(hit.mean())}
 
         return compute
+
+    # --- the wire: QUESTION + CONTEXT in; ANSWER, SCORE, START, END (character offsets) out ---------------
+    def inputs_from_oip(self, tensors):
+        return [{"question": q, "context": c} for q, c in zip(tensors["QUESTION"], tensors["CONTEXT"])]
+
+    def inputs_from_json(self, items: list, text: TextCheck = plain_text) -> list:
+        out = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise RequestError(f'inputs[{i}] must be an object {{"question": ..., "context": ...}}, '
+                                   f"not {type(item).__name__}.", 400)
+            missing = [k for k in ("question", "context") if k not in item]
+            if missing:
+                raise RequestError(f"inputs[{i}] has no '{missing[0]}'; an extractive-qa model answers a question "
+                                   "from a context, both strings.", 400)
+            out.append({"question": text(item["question"], f"inputs[{i}].question"),
+                        "context": text(item["context"], f"inputs[{i}].context")})
+        return out
+
+    def oip_outputs(self, shapes=None):
+        return [TensorSpec("ANSWER", "BYTES"), TensorSpec("SCORE", "FP32"), TensorSpec("START", "INT64"),
+                TensorSpec("END", "INT64")]
+
+    def oip_values(self, preds):
+        return {"ANSWER": bytes_array(p["answer"] for p in preds),
+                "SCORE": np.array([p["score"] for p in preds], dtype=np.float32),
+                "START": np.array([p["start"] for p in preds], dtype=np.int64),
+                "END": np.array([p["end"] for p in preds], dtype=np.int64)}
 
     # --- folding windows back -------------------------------------------------------
     def decode_rows(self, rows, aux, id2label):
