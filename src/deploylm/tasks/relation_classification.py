@@ -24,7 +24,7 @@ import numpy as np
 from ..data.relations import parse_tagged, span_problem
 from ..errors import DataError, ModelError, RequestError
 from .base import Task
-from .classification import _softmax, _sort_labels
+from .classification import ClassificationTask, _softmax, _sort_labels
 
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
 HEAD_FILE = "relation_head.safetensors"  # the linear head; the encoder is a plain AutoModel directory beside it
