@@ -24,7 +24,7 @@ import numpy as np
 from ..data.relations import parse_tagged, span_problem
 from ..errors import DataError, ModelError, RequestError
 from .base import Task
-from .classification import ClassificationTask, _softmax, _sort_labels
+from .classification import ClassificationTask, _sort_labels
 
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
 HEAD_FILE = "relation_head.safetensors"  # the linear head; the encoder is a plain AutoModel directory beside it
@@ -214,10 +214,6 @@ class RelationClassificationTask(Task):
             f["labels"] = label2id[t]
         return feats
 
-    def collator(self, tokenizer):
-        from transformers import DataCollatorWithPadding
-
-        return DataCollatorWithPadding(tokenizer)
 
     def trainer_metrics(self, id2label):
         def compute(pred):
@@ -262,15 +258,12 @@ class RelationClassificationTask(Task):
         rows = [{k: enc[k][i] for k in enc.keys()} for i in range(len(marked))]
         return [windowed(r, markers, max_length, f"inputs[{i}]", fail) for i, r in enumerate(rows)]
 
-    def decode(self, logits, aux, id2label):
-        probs = _softmax(logits.astype(np.float64))
-        k = int(np.argmax(probs))
-        return {"label": id2label[k], "score": float(probs[k])}
 
-    def show(self, item, prediction):
-        return f"{prediction['label']} ({prediction['score']:.3f})  {item}"
 
-    # On the wire a relation is labelled as a text is: LABEL and SCORE (inputs: tagged texts).
+    # A relation is padded, decoded, printed and put on the wire as a classified text is (LABEL, SCORE).
+    collator = ClassificationTask.collator
+    decode = ClassificationTask.decode
+    show = ClassificationTask.show
     oip_outputs = ClassificationTask.oip_outputs
     oip_values = ClassificationTask.oip_values
 
