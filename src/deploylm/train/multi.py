@@ -100,7 +100,7 @@ def _train(cfg: FinetuneConfig, model, pool: list, collate, ckpt: Path, resume_f
         remove_unused_columns=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=pool, data_collator=collate,
-                      callbacks=[LossThroughputCallback()])
+                      callbacks=[LossThroughputCallback(samples_per_step=cfg.batch_size)])
     for cb in list(trainer.callback_handler.callbacks):
         if type(cb) is ProgressCallback:
             trainer.remove_callback(cb)
