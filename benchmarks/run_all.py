@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["finetune", "optimize", "qa", "embeddings", "serve", "soak", "generate", "decoder_kernels"]
+ORDER = ["finetune", "optimize", "qa", "embeddings", "multitask", "serve", "soak", "generate", "decoder_kernels"]
 
 
 def main() -> int:

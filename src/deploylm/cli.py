@@ -41,7 +41,8 @@ def finetune(
     data: Optional[str] = typer.Option(None, help="dataset dir, alias (sst2, conll2003, ...) or hf:NAME[:CONFIG]"),
     output: Path = typer.Option(..., help="artifact directory to create"),
     model: Optional[str] = typer.Option(None, help="alias (minilm-l6, mpnet-base), local HF dir or Hub id"),
-    task: Optional[str] = typer.Option(None, help="classification | token-classification | relation-classification"),
+    task: Optional[str] = typer.Option(None, help="classification | token-classification | relation-classification | multi"),
+    heads: Optional[str] = typer.Option(None, help="--task multi: DATA:TASK,... (DATA an alias or NAME=DIRECTORY)"),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file with finetune options (flags win)"),
     max_train_samples: Optional[int] = typer.Option(None),
     max_eval_samples: Optional[int] = typer.Option(None),
@@ -60,7 +61,7 @@ def finetune(
     from .config import FinetuneConfig, load_config
     from .train.finetune import finetune as run
 
-    cfg = load_config(FinetuneConfig, config, data=data, model=model, task=task, max_train_samples=max_train_samples,
+    cfg = load_config(FinetuneConfig, config, data=data, model=model, task=task, heads=heads, max_train_samples=max_train_samples,
                       max_eval_samples=max_eval_samples, epochs=epochs, learning_rate=learning_rate,
                       batch_size=batch_size, max_length=max_length, seed=seed, text_column=text_column,
                       label_column=label_column, eval_split=eval_split)
@@ -99,7 +100,7 @@ def predict(artifact: Path, texts: Optional[List[str]] = typer.Argument(None, he
     to each --question in --context (extractive QA)."""
     from .artifacts import Artifact
     from .evaluation import predict as run
-    from .tasks import get_task
+    from .tasks import task_for
 
     inputs = _predict_inputs(texts or [], question or [], context)
     art = Artifact.open(artifact)
@@ -107,7 +108,7 @@ def predict(artifact: Path, texts: Optional[List[str]] = typer.Argument(None, he
     if as_json:
         out.print_json(json.dumps(preds))
         return
-    task = get_task(art.task)
+    task = task_for(art)
     for item, p in zip(inputs, preds):
         out.print(task.show(item, p), highlight=False, markup=False)
 

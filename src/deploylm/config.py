@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
-TaskName = Literal["classification", "token-classification", "extractive-qa", "relation-classification"]
+TaskName = Literal["classification", "token-classification", "extractive-qa", "relation-classification", "multi"]
 
 
 class StageConfig(BaseModel):
@@ -32,8 +32,12 @@ class DataConfig(StageConfig):
 
 
 class FinetuneConfig(DataConfig):
+    # None only for task multi, whose heads name their datasets (the others check it: finetune).
+    data: str | None = Field(default=None, description="dataset directory, alias (sst2, conll2003, ...) or hf:NAME[:CONFIG]")
     model: str = "minilm-l6"
     task: TaskName = "classification"
+    # task multi: DATA:TASK,... (tasks/multi.py parse_heads); max_train_samples applies per head.
+    heads: str | None = None
     epochs: float = Field(default=3.0, gt=0)
     learning_rate: float = Field(default=2e-5, gt=0)
     batch_size: int = Field(default=32, gt=0)

@@ -9,7 +9,7 @@ from .artifacts import Artifact
 from .config import EvalConfig
 from .data import load_dataset
 from .errors import ConfigError, DataError
-from .tasks import get_task
+from .tasks import task_for
 
 
 def load_tokenizer(artifact: Artifact):
@@ -40,7 +40,7 @@ def evaluate(artifact: str | Path | Artifact, cfg: EvalConfig, runner=None) -> d
     from .runtime import open_runner
 
     art = artifact if isinstance(artifact, Artifact) else Artifact.open(artifact)
-    task = get_task(art.task)
+    task = task_for(art)
     data = load_dataset(cfg.data, cfg.text_column, cfg.label_column)
     if data.task != art.task:
         raise ConfigError(f"Artifact {art.path} is a {art.task} model but {data.source} holds {data.task} data.")
@@ -62,5 +62,5 @@ def predict(artifact: str | Path | Artifact, inputs: Sequence) -> list:
     art = artifact if isinstance(artifact, Artifact) else Artifact.open(artifact)
     if not inputs:
         raise ConfigError("Give at least one text to predict (extractive QA: --question Q --context C).")
-    task = get_task(art.task)
+    task = task_for(art)
     return task.predict(open_runner(art), load_tokenizer(art), list(inputs), art.labels, art.max_length)

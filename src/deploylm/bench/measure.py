@@ -86,13 +86,13 @@ def measure(path: str, data: str, batch_sizes=(1, 32), seqs=("real", "128"), spl
     from ..evaluation import evaluate_runner, load_tokenizer
     from ..optimize.first_token import FIRST_TOKEN, recorded_rewrites
     from ..runtime import open_runner
-    from ..tasks import get_task
+    from ..tasks import task_for
 
     art = Artifact.open(path)
     t0 = time.perf_counter()
     runner = open_runner(art)
     load_s = time.perf_counter() - t0
-    tok, task = load_tokenizer(art), get_task(art.task)
+    tok, task = load_tokenizer(art), task_for(art)
     examples = load_dataset(data).split(split)
     metric = evaluate_runner(task, runner, tok, examples, art.labels, art.max_length, 32, show_progress=False)
     feats, _ = task.encode(examples.inputs, tok, art.max_length)

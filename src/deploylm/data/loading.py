@@ -35,6 +35,11 @@ DATASET_ALIASES = {
     "squad_v1.1": ("squad_v1.1", "extractive-qa", "rajpurkar/squad", None, {}),
 }
 
+# Datasets whose local copy has only a labelled test split (AG News here: test.csv, 7,600 rows): it is split,
+# seeded, into train and a held-out dev; the dev share gives 6,000 / 1,600 on AG News' 7,600.
+SPLIT_FROM_TEST = {"ag_news": 1600 / 7600}
+SPLIT_SEED = 0  # fixed, not --seed: every model trained on the dataset (single- or multi-task) gets the same split
+
 TEXT_COLUMNS = ("sentence", "text", "content", "review", "description")
 LABEL_COLUMNS = ("label", "labels", "class", "sentiment")
 
@@ -153,7 +158,7 @@ def _load_directory(root: Path, name: str, text_col, label_col, label_names) -> 
             ds = TaskDataset(name, "classification", str(root))
             for split, p in found.items():
                 ds.splits[split] = _rows_to_examples(rows[split], p, text_col, label_col, label_names)
-            return ds
+            return split_test_only(ds) if root.name in SPLIT_FROM_TEST or name in SPLIT_FROM_TEST else ds
     files = ", ".join(sorted(x.name for x in root.iterdir())[:10]) or "nothing"
     raise DataError(
         f"{root} is not in a layout deploylm knows. It holds: {files}. Expected train/dev/test files as .tsv, .csv or "
@@ -161,6 +166,26 @@ def _load_directory(root: Path, name: str, text_col, label_col, label_names) -> 
         "or *.conll), SemEval-2010 Task 8's TRAIN_FILE.TXT/TEST_FILE_FULL.TXT, or SQuAD-format JSON "
         "(train-v1.1.json/dev-v1.1.json)."
     )
+
+
+def split_test_only(ds: TaskDataset) -> TaskDataset:
+    """A dataset with a labelled test split and no train split -> seeded train / dev from the test rows (the test
+    split is dropped: its rows are now in train or dev). The split is recorded in ds.info (the manifest)."""
+    test = ds.splits.get("test")
+    if "train" in ds.splits or test is None or test.targets is None:
+        return ds
+    import random
+
+    order = list(range(len(test)))
+    random.Random(SPLIT_SEED).shuffle(order)
+    n_dev = round(len(order) * SPLIT_FROM_TEST.get(ds.name, SPLIT_FROM_TEST["ag_news"]))
+    dev_idx, train_idx = sorted(order[:n_dev]), sorted(order[n_dev:])
+    pick = lambda idx: Examples([test.inputs[i] for i in idx], [test.targets[i] for i in idx])  # noqa: E731
+    splits = {"train": pick(train_idx), "dev": pick(dev_idx)}
+    info = {"derived_splits": {"from": "test", "seed": SPLIT_SEED, "method": "random.Random(seed).shuffle of the "
+                               "test rows; the first n_dev are dev (in file order), the rest train",
+                               "rows": len(test), "train": len(train_idx), "dev": len(dev_idx)}}
+    return TaskDataset(ds.name, ds.task, ds.source, splits, {**ds.info, **info})
 
 
 def _load_hub(hub_id: str, config: str | None, name: str, text_col, label_col, label_names) -> TaskDataset:

@@ -11,13 +11,14 @@ from ..artifacts import Artifact
 from ..errors import ConfigError, ModelError
 
 SUPPORTED_TASKS = ("classification", "token-classification", "feature-extraction", "extractive-qa",
-                   "relation-classification")
+                   "relation-classification", "multi")
 # config.model_type -> onnxruntime.transformers.optimizer model_type. These share BERT's graph
 # shape, so ORT's BERT fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm) apply.
 SUPPORTED_ARCHS = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert"}
 # Files copied from the parent so evaluation.load_tokenizer and AutoConfig work on the ONNX dir.
 AUX_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-             "vocab.json", "merges.txt", "sentencepiece.bpe.model", "added_tokens.json")
+             "vocab.json", "merges.txt", "sentencepiece.bpe.model", "added_tokens.json",
+             "multi_config.json")  # a multi-task model's heads: its outputs' names and labels (tasks/multi.py)
 
 
 def model_config(art: Artifact) -> dict:

@@ -71,10 +71,10 @@ def cosine_record(parent, parent_runner, variant_runner, tokenizer, gate) -> tup
     """The gate record of an embedding variant (same keys as the dev-metric record, metric None, plus `cosine`)
     and the texts its speed is measured on."""
     from ..runtime.batching import length_batches, pad_batch
-    from ..tasks import get_task
+    from ..tasks import task_for
 
     source, name, texts = corpus(gate.data, gate.split, gate.max_eval_samples)
-    feats, _ = get_task(parent.task).encode(texts, tokenizer, parent.max_length)
+    feats, _ = task_for(parent).encode(texts, tokenizer, parent.max_length)
     names = tuple(dict.fromkeys(parent_runner.input_names + variant_runner.input_names))
     groups = list(length_batches(feats, gate.batch_size))
     order = [i for idx in groups for i in idx]  # row r of the stacked embeddings is text order[r]

@@ -50,10 +50,10 @@ def export_to_file(parent: Artifact, path: Path, rewrites: tuple[str, ...] | lis
     import torch
 
     from ..runtime.torch_runner import model_input_names
-    from ..tasks import get_task
+    from ..tasks import task_for
 
     # Eager attention: with SDPA the exported graph has no pattern ORT's Attention fusion recognises.
-    task = get_task(parent.task)
+    task = task_for(parent)
     model = task.load_model(str(parent.path), attn_implementation="eager").eval()  # fp32: load_model
     names = model_input_names(model)
     if FIRST_TOKEN in rewrites:

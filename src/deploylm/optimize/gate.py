@@ -54,7 +54,7 @@ def open_dir_runner(path: Path, fmt: str, task: str, dtype: str | None = None):
     from ..runtime.torch_runner import TorchRunner
     from ..tasks import get_task
 
-    t = get_task(task)
+    t = get_task(task).configured(path)
     return TorchRunner(t.load_model(str(path)), dtype=dtype, task=t)
 
 
@@ -119,10 +119,10 @@ def _dev_metric_record(task, parent: Artifact, parent_runner, variant_runner, to
 def _eval_and_bench(parent: Artifact, parent_runner, variant_runner, tokenizer, gate: GateOptions,
                     cosine_gate: bool = False) -> dict:
     from ..runtime.batching import length_batches, pad_batch
-    from ..tasks import get_task
+    from ..tasks import task_for
     from .embedding_gate import cosine_record
 
-    task = get_task(parent.task)
+    task = task_for(parent)
     if cosine_gate:
         record, bench_inputs = cosine_record(parent, parent_runner, variant_runner, tokenizer, gate)
     elif task.primary_metric is None:
@@ -173,9 +173,9 @@ def _parity_texts(parent: Artifact, gate: GateOptions) -> list[str]:
     """The task's own extra parity texts, made from the gate split's first examples when the task has a dev
     metric (in-distribution inputs: where a trained model decides, so agreement has something to judge)."""
     from ..data import load_dataset
-    from ..tasks import get_task
+    from ..tasks import task_for
 
-    task = get_task(parent.task)
+    task = task_for(parent)
     examples = None
     if task.primary_metric is not None:
         splits = load_dataset(task_data(parent, gate.data)).splits

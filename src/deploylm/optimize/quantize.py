@@ -76,10 +76,10 @@ def _calibration_reader(parent: Artifact, model_path: Path, examples: list):
 
     from ..evaluation import load_tokenizer
     from ..runtime.batching import length_batches, pad_batch
-    from ..tasks import get_task
+    from ..tasks import task_for
 
     tokenizer = load_tokenizer(parent)
-    feats, _ = get_task(parent.task).encode(examples, tokenizer, parent.max_length)
+    feats, _ = task_for(parent).encode(examples, tokenizer, parent.max_length)
     names = [i.name for i in ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).get_inputs()]
     batches = [pad_batch([feats[i] for i in idx], tokenizer.pad_token_id or 0, names) for idx in length_batches(feats, 8)]
 
@@ -165,9 +165,9 @@ def _ort_files(parent: Artifact, dest: Path, method: str, calibration: list | No
 def _torch_bf16_files(parent: Artifact, dest: Path) -> dict:
     import torch
 
-    from ..tasks import get_task
+    from ..tasks import task_for
 
-    model = get_task(parent.task).load_model(str(parent.path)).to(torch.bfloat16)
+    model = task_for(parent).load_model(str(parent.path)).to(torch.bfloat16)
     model.save_pretrained(dest)
     for item in parent.path.iterdir():  # tokenizer files, not the fp32 weights
         if item.is_file() and item.name not in {"manifest.json", "config.json"} and not item.name.endswith(

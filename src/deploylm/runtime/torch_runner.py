@@ -70,8 +70,8 @@ class TorchRunner:
 
 @register_runner("transformers")
 def open_torch_runner(artifact, threads: int | None = None, **_ignored) -> TorchRunner:
-    from ..tasks import get_task
+    from ..tasks import task_for
 
-    task = get_task(artifact.task)
+    task = task_for(artifact)
     model = run_on_compute(task.load_model, str(artifact.path))  # where its forwards will run
     return TorchRunner(model, threads=threads, dtype=artifact.manifest.get("dtype"), task=task)

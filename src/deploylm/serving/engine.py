@@ -68,12 +68,12 @@ def load_model(path: str | Path, name: str | None = None, version: str = "1", de
     from ..artifacts import Artifact
     from ..evaluation import load_tokenizer
     from ..runtime import open_runner
-    from ..tasks import get_task
+    from ..tasks import task_for
 
     art = Artifact.open(path)
     if art.task == GENERATION_TASK:
         return _load_decoder(art, name, version, decoder)
-    task, runner, tokenizer = get_task(art.task), open_runner(art), load_tokenizer(art)
+    task, runner, tokenizer = task_for(art), open_runner(art), load_tokenizer(art)
     return ServedModel(name=name or art.name, task=task, tokenizer=tokenizer, runner=runner,
                        labels=art.labels, max_length=art.max_length, version=version,
                        platform=f"deploylm_{runner.backend}", source=str(art.path),
@@ -99,12 +99,12 @@ def _load_decoder(art, name: str | None, version: str, config) -> ServedModel:
 
     from ..generation.engine import DecoderEngine
     from ..runtime.decoder_runner import TorchDecoderRunner
-    from ..tasks import get_task
+    from ..tasks import task_for
 
     runner = TorchDecoderRunner.from_artifact(art)
     tokenizer = AutoTokenizer.from_pretrained(art.path)
     served = name or art.name
-    return ServedModel(name=served, task=get_task(art.task), tokenizer=tokenizer, runner=runner, labels=[],
+    return ServedModel(name=served, task=task_for(art), tokenizer=tokenizer, runner=runner, labels=[],
                        max_length=runner.max_context, version=version, platform=f"deploylm_{runner.backend}",
                        source=str(art.path), generator=DecoderEngine(runner, tokenizer, config, name=served))
 

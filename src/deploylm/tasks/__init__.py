@@ -12,6 +12,7 @@ _TASKS = {
     "feature-extraction": "deploylm.tasks.feature_extraction:FeatureExtractionTask",
     "extractive-qa": "deploylm.tasks.extractive_qa:ExtractiveQATask",
     "relation-classification": "deploylm.tasks.relation_classification:RelationClassificationTask",
+    "multi": "deploylm.tasks.multi:MultiTask",
 }
 
 
@@ -28,4 +29,10 @@ def get_task(name: str) -> Task:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["Task", "get_task", "task_names"]
+def task_for(artifact) -> Task:
+    """The task of an opened artifact, configured from it (a multi-task artifact's heads): what every runner,
+    evaluation, export and server that opens an artifact uses."""
+    return get_task(artifact.task).configured(artifact.path)
+
+
+__all__ = ["Task", "get_task", "task_for", "task_names"]

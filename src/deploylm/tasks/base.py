@@ -26,6 +26,12 @@ class Task:
     # One input encode() accepts, for a server's warm-up forwards before it reports ready.
     warmup_input: object = "warm-up text for the model"
 
+    def configured(self, location) -> "Task":
+        """This task as the artifact (or model directory) at `location` has it. Tasks whose outputs are the
+        artifact's own (multi: one per head, tasks/multi.py) read them from there; the others are the same
+        everywhere and return themselves. Call through tasks.task_for(artifact)."""
+        return self
+
     # --- training -------------------------------------------------------------------
     def label_set(self, targets: list) -> list[str]:
         raise NotImplementedError

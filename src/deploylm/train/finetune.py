@@ -63,6 +63,12 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
     from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import ProgressCallback
 
+    if cfg.task == "multi":  # one encoder, several heads, each on its own dataset: train/multi.py
+        from .multi import finetune_multi
+
+        return finetune_multi(cfg, output, overwrite=overwrite, resume=resume)
+    if cfg.heads:
+        raise ConfigError("--heads is for --task multi; drop it or pass --task multi.")
     output = Path(output)
     if not (resume and checkpoint_dir(output).exists()):
         check_output(output, overwrite)
