@@ -90,3 +90,5 @@ def test_rounds_merge_to_medians_and_max_rss():
     merged = merge_rounds([run(100, 500), run(300, 700), run(200, 600)])
     assert merged["rounds"] == 3 and merged["peak_rss_mb"] == 700
     assert merged["results"][0]["seq_per_s"] == 200 and merged["results"][0]["gflop_per_s"] == 20
+    # the per-round spread under each median, and the peak RSS's
+    assert merged["results"][0]["spread"]["seq_per_s"] == [100, 300] and merged["peak_rss_spread_mb"] == [500, 700]

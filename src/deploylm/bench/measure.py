@@ -80,7 +80,9 @@ def time_batches(runner, batches) -> list[float]:
 
 
 def measure(path: str, data: str, batch_sizes=(1, 32), seqs=("real", "128"), split: str = "dev",
-            latency_samples: int = 200, throughput_samples: int = 512) -> dict:
+            latency_samples: int = 200, throughput_samples: int = 512, metric: bool = True) -> dict:
+    """metric False: timings only ("metric" is None), for a caller that has the metric already (deploylm report
+    reads the recorded one) and would only pay for a whole dev-set pass each round."""
     from ..artifacts import Artifact
     from ..data import load_dataset
     from ..evaluation import evaluate_runner, load_tokenizer
@@ -94,7 +96,8 @@ def measure(path: str, data: str, batch_sizes=(1, 32), seqs=("real", "128"), spl
     load_s = time.perf_counter() - t0
     tok, task = load_tokenizer(art), task_for(art)
     examples = load_dataset(data).split(split)
-    metric = evaluate_runner(task, runner, tok, examples, art.labels, art.max_length, 32, show_progress=False)
+    score = (evaluate_runner(task, runner, tok, examples, art.labels, art.max_length, 32, show_progress=False)
+             if metric else None)
     feats, _ = task.encode(examples.inputs, tok, art.max_length)
     config = json.loads((art.path / "config.json").read_text())
     first_token = FIRST_TOKEN in recorded_rewrites(art)
@@ -114,7 +117,8 @@ def measure(path: str, data: str, batch_sizes=(1, 32), seqs=("real", "128"), spl
                          "gflop_per_s": round(flops / sum(times) / 1e9, 2),
                          "mean_padded_len": round(float(np.mean([b["input_ids"].shape[1] for b in batches])), 1)})
     return {"artifact": str(art.path), "backend": runner.backend, "format": art.format,
-            "method": art.manifest.get("method") or art.stage, "metric": {**metric, "samples": len(examples)},
+            "method": art.manifest.get("method") or art.stage, "split": split,
+            "metric": {**score, "samples": len(examples)} if score is not None else None,
             "file_mb": round(model_bytes(art.path) / 2**20, 2), "load_s": round(load_s, 3), "results": rows,
             "peak_rss_mb": peak_rss_mb(),
             "threads": getattr(runner, "threads", None)}
@@ -128,10 +132,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seqs", default="real,128")
     ap.add_argument("--latency-samples", type=int, default=200)
     ap.add_argument("--throughput-samples", type=int, default=512)
+    ap.add_argument("--split", default="dev")
+    ap.add_argument("--no-metric", action="store_true", help="timings only: skip the dev-set metric")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     res = measure(a.artifact, a.data, tuple(int(x) for x in a.batch_sizes.split(",")), tuple(a.seqs.split(",")),
-                  latency_samples=a.latency_samples, throughput_samples=a.throughput_samples)
+                  split=a.split, latency_samples=a.latency_samples, throughput_samples=a.throughput_samples,
+                  metric=not a.no_metric)
     Path(a.out).write_text(json.dumps(res, indent=1))
     return 0
 

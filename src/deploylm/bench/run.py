@@ -39,14 +39,16 @@ def parse_seqs(text: str) -> tuple[str, ...]:
 
 
 def measure_in_subprocess(path: Path, data: str, batch_sizes, seqs, latency_samples: int,
-                          throughput_samples: int, env: dict | None = None) -> dict:
-    """env: extra environment for this measurement (e.g. a peer run with onnxruntime's default fusions)."""
+                          throughput_samples: int, env: dict | None = None, split: str = "dev",
+                          metric: bool = True) -> dict:
+    """env: extra environment for this measurement (e.g. a peer run with onnxruntime's default fusions).
+    metric False: timings only (measure.measure)."""
     with tempfile.TemporaryDirectory(prefix="deploylm-bench-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "deploylm.bench.measure", str(path), "--data", data,
                "--batch-sizes", ",".join(map(str, batch_sizes)), "--seqs", ",".join(seqs),
                "--latency-samples", str(latency_samples), "--throughput-samples", str(throughput_samples),
-               "--out", str(out)]
+               "--split", split, "--out", str(out)] + ([] if metric else ["--no-metric"])
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env} if env else None)
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
@@ -55,23 +57,30 @@ def measure_in_subprocess(path: Path, data: str, batch_sizes, seqs, latency_samp
 
 
 def merge_rounds(runs: list[dict]) -> dict:
-    """Median of each timing over rounds; the largest peak RSS; accuracy from the first (deterministic)."""
+    """Median of each timing over rounds; the largest peak RSS; accuracy from the first (deterministic).
+    `spread` keeps each figure's [min, max] over the rounds: how much the host moved under the median."""
     merged = dict(runs[0])
     merged["rounds"] = len(runs)
-    merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    rss = [r["peak_rss_mb"] for r in runs]
+    merged["peak_rss_mb"] = max(rss)
+    merged["peak_rss_spread_mb"] = [min(rss), max(rss)]
     rows = []
     for i, row in enumerate(runs[0]["results"]):
-        rows.append({**row, **{k: round(statistics.median(r["results"][i][k] for r in runs), 3) for k in MEDIAN_KEYS}})
+        per_round = {k: [r["results"][i][k] for r in runs] for k in MEDIAN_KEYS}
+        rows.append({**row, **{k: round(statistics.median(v), 3) for k, v in per_round.items()},
+                     "spread": {k: [min(v), max(v)] for k, v in per_round.items()}})
     merged["results"] = rows
     return merged
 
 
 def bench(artifacts: list, data: str, batch_sizes=(1, 32), seqs=("real",), rounds: int = 1,
           latency_samples: int = 200, throughput_samples: int = 512, record: bool = True, progress=None,
-          envs: list[dict | None] | None = None, config: dict | None = None) -> list[dict]:
+          envs: list[dict | None] | None = None, config: dict | None = None, split: str = "dev",
+          metric: bool = True) -> list[dict]:
     """envs: per artifact, extra environment for its measuring process (None: as this process has it).
     config: the stage config (optimize/stages.py BenchConfig) recorded beside the figures, so that it can be fed
-    back to `deploylm bench --config` to measure again the same way."""
+    back to `deploylm bench --config` to measure again the same way. split: the split whose lengths (and metric)
+    are measured; metric False: timings only."""
     arts = [a if isinstance(a, Artifact) else Artifact.open(a) for a in artifacts]
     envs = envs or [None] * len(arts)
     if len(envs) != len(arts):
@@ -87,7 +96,7 @@ def bench(artifacts: list, data: str, batch_sizes=(1, 32), seqs=("real",), round
             if progress:
                 progress(f"round {r + 1}/{rounds}: {arts[i].path}")
             runs[i].append(measure_in_subprocess(arts[i].path, data, batch_sizes, seqs, latency_samples,
-                                                 throughput_samples, envs[i]))
+                                                 throughput_samples, envs[i], split, metric))
     results = [merge_rounds(runs[i]) for i in range(len(arts))]
     if record:
         from ..machine import machine_info
