@@ -231,3 +231,14 @@ def test_write_replaces_a_report_whole(tmp_path, monkeypatch):
     monkeypatch.undo()
     render.write(_report(tmp_path), out)  # without --html: no stale page from the earlier run
     assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "report.png"]
+
+
+def test_recorded_data_that_is_gone_asks_for_data(tmp_path):
+    from deploylm.report.run import build_report
+
+    gone = str(tmp_path / "moved-sst2")
+    _write(tmp_path / "run" / "a", "finetune", {}, metrics={"sst2:dev": _rec(0.9, data=gone)})
+    with pytest.raises(ConfigError, match="not there any more.*--data"):
+        build_report(tmp_path / "run", rounds=1)
+    with pytest.raises(ConfigError, match="--rounds"):
+        build_report(tmp_path / "run", rounds=0)

@@ -77,6 +77,10 @@ def build_report(run_dir: str | Path, data: str | None = None, rounds: int = 3, 
     for s in col.skipped:
         console and console.print(f"[yellow]skipped[/] {s['path']}: {s['reason']}", highlight=False)
     plan = plan_metric(col.artifacts, col.metric_name, data)
+    if not data and Path(plan.data).is_absolute() and not Path(plan.data).exists():
+        raise ConfigError(f"The manifests name {plan.data} as the dev data their {col.metric_name} was measured on, "
+                          "but it is not there any more; pass --data DATA (a dataset dir or alias such as sst2) to "
+                          "evaluate and time every artifact on it.")
     console and console.print(f"[dim]{col.metric_name}: {plan.why}[/]", highlight=False)
     metrics = evaluate_all(col.artifacts, plan, col.metric_name)
     results = _measure(col.artifacts, plan, rounds, latency_samples, throughput_samples, console)
