@@ -11,15 +11,39 @@ forward at each step (compress/kd.py DistillationTrainer); they need the same to
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts import Artifact, check_output, create_artifact
 from ..config import DistillConfig
 from ..errors import ConfigError, DataError, ModelError
 from ..stages import Stage, register_stage
-from .kd import HAS_LABEL, TEACHER_LOGITS
+
+# compress/kd.py's batch keys, here so that importing this module (every pipeline does) loads no transformers
+TEACHER_LOGITS, HAS_LABEL = "kd_teacher_logits", "kd_has_label"
 
 SUPPORTED_TASKS = ("classification", "token-classification")
+
+
+@dataclass
+class _Run:
+    """Everything distill checked and prepared before training starts (nothing is written until then)."""
+
+    cfg: DistillConfig
+    task: object
+    teacher_art: Artifact
+    teacher: object
+    teacher_tok: object
+    student: object  # student.Student
+    data: object  # the TaskDataset
+    dev: object  # the dev Examples, for the final metric
+    train_ds: list[dict]
+    dev_ds: list[dict]
+    extra: object | None
+
+    @property
+    def layer_losses(self) -> bool:
+        return self.cfg.hidden_loss or self.cfg.attention_loss
 
 
 def distill(cfg: DistillConfig, output: str | Path, overwrite: bool = False, resume: bool = False) -> Artifact:
@@ -47,59 +71,68 @@ def distill(cfg: DistillConfig, output: str | Path, overwrite: bool = False, res
     train_ds, shared = kd_features(task, parts, student.tokenizer, teacher_tok, label2id, cfg.max_length)
     dev_ds, _ = kd_features(task, [(dev, True)], student.tokenizer, teacher_tok, label2id, cfg.max_length)
     check_layer_losses(cfg, student, teacher, shared)
-    art = _train_and_save(cfg, output, overwrite, resume, task, labels, teacher_art, teacher, student, data,
-                          dev, train_ds, dev_ds, extra)
-    return art
+    run = _Run(cfg, task, teacher_art, teacher, teacher_tok, student, data, dev, train_ds, dev_ds, extra)
+    model, training = _train(run, output, overwrite, resume)
+    return _save(run, model, training, output, overwrite)
 
 
-def _train_and_save(cfg, output, overwrite, resume, task, labels, teacher_art, teacher, student, data, dev,
-                    train_ds, dev_ds, extra) -> Artifact:
-    import shutil
-
-    from ..evaluation import evaluate_model
+def _train(run: _Run, output: Path, overwrite: bool, resume: bool):
+    """-> (the trained student on the CPU, the manifest's training record)."""
     from ..train.finetune import (LossThroughputCallback, _prepare_checkpoints, checkpoint_dir, training_arguments,
                                   training_record, use_own_progress_bar)
     from .kd import DistillationTrainer
 
-    layer_losses = cfg.hidden_loss or cfg.attention_loss
-    ckpt = checkpoint_dir(output)
-    args = training_arguments(cfg, ckpt, task, len(train_ds), remove_unused_columns=False)
-    if not layer_losses:  # the teacher labels every row once; training then needs only the student
-        for ds in (train_ds, dev_ds):
-            attach_teacher_logits(task, teacher, ds, cfg.eval_batch_size, args.device)
-    resume_from = _prepare_checkpoints(ckpt, cfg, resume, overwrite)
+    cfg, task, student = run.cfg, run.task, run.student
+    args = training_arguments(cfg, checkpoint_dir(output), task, len(run.train_ds), remove_unused_columns=False)
+    if not run.layer_losses:  # the teacher labels every row once; training then needs only the student
+        for ds in (run.train_ds, run.dev_ds):
+            attach_teacher_logits(task, run.teacher, ds, cfg.eval_batch_size, args.device,
+                                  run.teacher_tok.pad_token_id)
+    resume_from = _prepare_checkpoints(checkpoint_dir(output), cfg, resume, overwrite)
     trainer = DistillationTrainer(
-        model=student.model, args=args, train_dataset=[f["student"] for f in train_ds],
-        eval_dataset=[f["student"] for f in dev_ds], data_collator=KDCollator(task.collator(student.tokenizer)),
-        compute_metrics=task.trainer_metrics(dict(enumerate(labels))), callbacks=[LossThroughputCallback()],
-        teacher=teacher if layer_losses else None, temperature=cfg.temperature, alpha=cfg.alpha,
-        layer_map=student.layer_map, hidden_weight=cfg.hidden_weight if cfg.hidden_loss else 0.0,
+        model=student.model, args=args, train_dataset=[f["student"] for f in run.train_ds],
+        eval_dataset=[f["student"] for f in run.dev_ds], data_collator=KDCollator(task.collator(student.tokenizer)),
+        compute_metrics=task.trainer_metrics(dict(enumerate(run.teacher_art.labels))),
+        callbacks=[LossThroughputCallback()], teacher=run.teacher if run.layer_losses else None,
+        temperature=cfg.temperature, alpha=cfg.alpha, layer_map=student.layer_map,
+        hidden_weight=cfg.hidden_weight if cfg.hidden_loss else 0.0,
         attention_weight=cfg.attention_weight if cfg.attention_loss else 0.0)
     use_own_progress_bar(trainer)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume_from else None)
     seconds = time.perf_counter() - started
-    model = trainer.model.to("cpu").eval()
-    metrics = evaluate_model(task, model, student.tokenizer, dev, labels, cfg.max_length, cfg.eval_batch_size)
-    key = f"{data.name}:{cfg.eval_split}"
-    record = {"teacher": teacher_art.as_parent(), **student.init, "layer_map": student.layer_map or None,
+    run.teacher.to("cpu")
+    training = training_record(trainer, result, len(run.train_ds), cfg.epochs, seconds, bool(resume_from))
+    return trainer.model.to("cpu").eval(), training  # evaluated and saved the way it will be served here
+
+
+def _save(run: _Run, model, training: dict, output: Path, overwrite: bool) -> Artifact:
+    import shutil
+
+    from ..evaluation import evaluate_model
+    from ..train.finetune import checkpoint_dir
+
+    cfg, labels = run.cfg, run.teacher_art.labels
+    metrics = evaluate_model(run.task, model, run.student.tokenizer, run.dev, labels, cfg.max_length,
+                             cfg.eval_batch_size)
+    key = f"{run.data.name}:{cfg.eval_split}"
+    record = {"teacher": run.teacher_art.as_parent(), **run.student.init, "layer_map": run.student.layer_map or None,
               "losses": ["kd"] + (["hidden"] if cfg.hidden_loss else []) + (["attention"] if cfg.attention_loss else []),
               "temperature": cfg.temperature, "alpha": cfg.alpha,
-              "teacher_targets": "each step" if layer_losses else "once, before training",
-              "extra_text": None if extra is None else {"source": cfg.extra_text, "rows": len(extra)},
-              "teacher_metrics": teacher_art.metrics.get(key)}
-    training = training_record(trainer, result, len(train_ds), cfg.epochs, seconds, bool(resume_from))
+              "teacher_targets": "each step" if run.layer_losses else "once, before training",
+              "extra_text": None if run.extra is None else {"source": cfg.extra_text, "rows": len(run.extra)},
+              "teacher_metrics": run.teacher_art.metrics.get(key)}
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
-        student.tokenizer.save_pretrained(tmp)
+        run.student.tokenizer.save_pretrained(tmp)
 
     art = create_artifact(
-        output, write, stage="distill", config=cfg.model_dump(mode="json"), parent=teacher_art.as_parent(),
-        task=task.name, labels=labels, max_length=cfg.max_length,
-        metrics={key: {**metrics, "samples": len(dev), "data": data.source}},
-        extra={"training": training, "distillation": record, **data.info}, overwrite=overwrite)
-    shutil.rmtree(ckpt, ignore_errors=True)
+        output, write, stage="distill", config=cfg.model_dump(mode="json"), parent=run.teacher_art.as_parent(),
+        task=run.task.name, labels=labels, max_length=cfg.max_length,
+        metrics={key: {**metrics, "samples": len(run.dev), "data": run.data.source}},
+        extra={"training": training, "distillation": record, **run.data.info}, overwrite=overwrite)
+    shutil.rmtree(checkpoint_dir(output), ignore_errors=True)
     return art
 
 
@@ -258,13 +291,13 @@ def _first_tokens(examples, student_tok, teacher_tok, max_length: int) -> list[d
     return [{p: t[w] for w, p in s.items() if w in t} for s, t in zip(firsts(student_tok), firsts(teacher_tok))]
 
 
-def attach_teacher_logits(task, teacher, rows: list[dict], batch_size: int, device) -> None:
+def attach_teacher_logits(task, teacher, rows: list[dict], batch_size: int, device, pad_id: int | None = 0) -> None:
     """The teacher labels each row once: its logits go into the student's features (TEACHER_LOGITS). Token
     classification: at each labelled student position, the teacher's logits at the same word's first
     sub-token; a word the teacher's max_length cut off counts in neither term (its label becomes -100)."""
     import numpy as np
 
-    logits = teacher_logits(teacher, [r["teacher"] for r in rows], batch_size, device)
+    logits = teacher_logits(teacher, [r["teacher"] for r in rows], batch_size, device, pad_id or 0)
     for r, z in zip(rows, logits):
         s = r["student"]
         if not task.token_level_outputs:
@@ -281,7 +314,7 @@ def attach_teacher_logits(task, teacher, rows: list[dict], batch_size: int, devi
         s[TEACHER_LOGITS] = target
 
 
-def teacher_logits(teacher, feats: list[dict], batch_size: int, device) -> list:
+def teacher_logits(teacher, feats: list[dict], batch_size: int, device, pad_id: int = 0) -> list:
     """The teacher's logits for each feature (token-level ones cut to the feature's tokens), in length-sorted
     padded batches on the training device."""
     import torch
@@ -294,7 +327,7 @@ def teacher_logits(teacher, feats: list[dict], batch_size: int, device) -> list:
     out: list = [None] * len(feats)
     with torch.inference_mode():
         for idx in length_batches(feats, batch_size):
-            batch = pad_batch([feats[i] for i in idx], 0, names)  # padding is masked out: its id does not matter
+            batch = pad_batch([feats[i] for i in idx], pad_id, names)
             z = teacher(**{k: torch.from_numpy(v).to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
             for row, i in enumerate(idx):
                 out[i] = z[row, : len(feats[i]["input_ids"])] if z.ndim == 3 else z[row]
