@@ -346,3 +346,28 @@ def test_a_pipeline_step_takes_the_previous_artifact_as_teacher(teacher, sst2_di
     art = stage.handler(teacher, cfg, tmp_path / "out", False)
     assert art.manifest["config"]["teacher"] == str(teacher.path) and art.manifest["parent"]["hash"] == teacher.hash
     assert art.manifest["distillation"]["layers_kept"] == [3]
+
+
+# --- the layer losses against hand-computed values ----------------------------------------------------------------
+
+def test_hidden_mse_compares_mapped_layers_on_real_tokens_only():
+    from deploylm.compress.kd import hidden_mse
+
+    emb = torch.zeros(1, 2, 2)
+    student = (emb, torch.tensor([[[1.0, 1.0], [9.0, 9.0]]]))  # second token is padding: its 9s must not count
+    teacher = (emb, torch.zeros(1, 2, 2), torch.tensor([[[0.0, 3.0], [0.0, 0.0]]]))
+    mask = torch.tensor([[1, 0]])
+    # student layer 0 against teacher layer 1: ((1-0)² + (1-3)²) / 2 values = 2.5
+    assert hidden_mse(student, teacher, [1], mask).item() == pytest.approx(2.5)
+
+
+def test_attention_kl_is_the_teacher_to_student_kl_per_real_query():
+    import math
+
+    from deploylm.compress.kd import attention_kl
+
+    s = torch.tensor([[[[0.5, 0.5], [0.9, 0.1]]]])  # [batch, heads, query, key]; query 1 is padding
+    t = torch.tensor([[[[0.8, 0.2], [0.1, 0.9]]]])
+    want = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)
+    assert attention_kl((s,), (t,), [0], torch.tensor([[1, 0]])).item() == pytest.approx(want, rel=1e-5)
+    assert attention_kl((t,), (t,), [0], torch.tensor([[1, 1]])).item() == pytest.approx(0.0, abs=1e-7)
