@@ -249,6 +249,15 @@ def test_extra_text_from_a_file_or_an_unlabelled_split_joins_training(teacher, s
     assert art.manifest["distillation"]["extra_text"] == {"source": f"{sst2_dir}:test", "rows": 10}
 
 
+def test_unlabelled_sentences_join_token_classification_training(ner_teacher, conll_dir, tmp_path):
+    lines = tmp_path / "extra.txt"
+    lines.write_text("Anna flew to Rome .\nPeter met Maria in Oslo\n")
+    art = dl.distill(_cfg(ner_teacher.path, conll_dir, student_layers=2, epochs=1, extra_text=str(lines)),
+                     tmp_path / "out")
+    assert art.manifest["training"]["train_samples"] == 16 + 2
+    assert art.manifest["distillation"]["extra_text"]["rows"] == 2
+
+
 def test_the_collator_pads_token_logits_and_flags_rows():
     from transformers import AutoTokenizer, DataCollatorForTokenClassification
 
@@ -302,6 +311,8 @@ def test_missing_or_mismatched_data(teacher, sst2_dir, conll_dir, tmp_path):
     _refused(_cfg(teacher.path, sst2_dir, student_layers=2, extra_text=str(tmp_path / "none.txt")), tmp_path,
              DataError, "--extra-text")
     _refused(_cfg(tmp_path / "no-teacher", sst2_dir, student_layers=2), tmp_path, Exception, "does not exist")
+    named = build_tiny_artifact(tmp_path / "named", labels=["negative", "positive"])  # the data's labels are 0/1
+    _refused(_cfg(named.path, sst2_dir, student_layers=1), tmp_path, DataError, "the teacher's labels")
 
 
 def test_layer_losses_need_the_same_tokenizer_and_shapes(teacher, sst2_dir, tmp_path):
