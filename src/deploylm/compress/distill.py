@@ -258,8 +258,8 @@ def kd_features(task, parts, student_tok, teacher_tok, label2id: dict, max_lengt
     out, shared = [], True
     for examples, labelled in parts:
         if not labelled:  # placeholder targets: they mark the positions the soft term covers, nothing else
-            fill = [["O"] * len(x) for x in examples.inputs] if task.token_level_outputs else \
-                [next(iter(label2id))] * len(examples)
+            first = next(iter(label2id))  # any label: a row's own (classification) or each word's (tokens)
+            fill = [[first] * len(x) for x in examples.inputs] if task.token_level_outputs else [first] * len(examples)
             examples = Examples(examples.inputs, fill)
         s_feats = task.train_features(examples, student_tok, label2id, max_length)
         t_feats = task.train_features(examples, teacher_tok, label2id, max_length)
