@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         from ..config import DistillConfig, load_config
         from .distill import distill as run
 
-        cfg = load_config(DistillConfig, config, teacher=str(teacher) if teacher else None, student=student,
+        cfg = load_config(DistillConfig, config, teacher=str(teacher.resolve()) if teacher else None, student=student,
                           student_layers=student_layers, data=data, temperature=temperature, alpha=alpha,
                           hidden_loss=hidden_loss or None, attention_loss=attention_loss or None,
                           extra_text=extra_text, max_extra_samples=max_extra_samples,
