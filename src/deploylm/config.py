@@ -104,3 +104,32 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
     values: dict[str, Any] = _read_file(path) if path else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return build_config(cls, values, source=str(path) if path else "options")
+
+
+_TRAINING = FinetuneConfig.model_fields  # distill's training options are finetune's, with its defaults: one place
+
+
+class DistillConfig(DataConfig):
+    """`deploylm distill`: a student trained on a teacher artifact's soft targets (compress/distill.py)."""
+
+    teacher: str | None = Field(default=None, description="teacher artifact; a pipeline step: the previous one")
+    student: str | None = Field(default=None, description="student model: alias, HF directory or artifact")
+    student_layers: int | None = Field(default=None, ge=1, description="student = N of the teacher's layers")
+    temperature: float = Field(default=2.0, gt=0)
+    alpha: float = Field(default=0.5, ge=0, le=1, description="weight of the soft (teacher) term")
+    hidden_loss: bool = False
+    attention_loss: bool = False
+    hidden_weight: float = Field(default=1.0, gt=0)
+    attention_weight: float = Field(default=1.0, gt=0)
+    extra_text: str | None = Field(default=None, description="unlabelled text: FILE (one per line) or DATA[:SPLIT]")
+    max_extra_samples: int | None = Field(default=None, gt=0)
+    epochs: float = _TRAINING["epochs"]
+    learning_rate: float = _TRAINING["learning_rate"]
+    batch_size: int = _TRAINING["batch_size"]
+    eval_batch_size: int = _TRAINING["eval_batch_size"]
+    max_length: int = _TRAINING["max_length"]
+    warmup_ratio: float = _TRAINING["warmup_ratio"]
+    weight_decay: float = _TRAINING["weight_decay"]
+    seed: int = _TRAINING["seed"]
+    device: Literal["auto", "cpu", "cuda"] = _TRAINING["device"]
+    logging_steps: int = _TRAINING["logging_steps"]

@@ -58,10 +58,48 @@ def _eval_every(steps_per_epoch: int) -> int:
     return max(1, math.ceil(steps_per_epoch / chunks))
 
 
-def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, resume: bool = False) -> Artifact:
-    import torch
-    from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
+def training_arguments(cfg, ckpt: Path, task, n_train: int, **overrides):
+    """Trainer's arguments from finetune's training options (`cfg`: any config with them, e.g. DistillConfig):
+    checkpoints in `ckpt`, evaluated and saved each epoch (and each MAX_STEPS_BETWEEN_CHECKPOINTS steps), the
+    best checkpoint by the task's metric kept. `overrides`: other TrainingArguments fields."""
+    from transformers import TrainingArguments
+
+    every = _eval_every(math.ceil(n_train / cfg.batch_size))
+    return TrainingArguments(
+        output_dir=str(ckpt), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        eval_strategy="steps", save_strategy="steps", eval_steps=every, save_steps=every, save_total_limit=2,
+        load_best_model_at_end=True, metric_for_best_model=task.selection_metric or task.primary_metric, greater_is_better=True,
+        logging_steps=min(cfg.logging_steps, every), seed=cfg.seed, data_seed=cfg.seed, use_cpu=_use_cpu(cfg.device),
+        report_to="none", dataloader_num_workers=0, disable_tqdm=False, **overrides,
+    )
+
+
+def use_own_progress_bar(trainer) -> None:
+    """Ours (LossThroughputCallback, a subclass) draws the bar, with loss and samples/s: drop Trainer's."""
     from transformers.trainer_callback import ProgressCallback
+
+    for cb in list(trainer.callback_handler.callbacks):
+        if type(cb) is ProgressCallback:
+            trainer.remove_callback(cb)
+
+
+def training_record(trainer, result, train_samples: int, epochs: float, seconds: float, resumed: bool) -> dict:
+    """The manifest's `training` section (shared with compress/distill.py)."""
+    import torch
+
+    return {
+        "train_samples": train_samples, "epochs": epochs, "seconds": round(seconds, 1),
+        "samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
+        "final_train_loss": round(result.training_loss, 4), "best_checkpoint": trainer.state.best_model_checkpoint,
+        "threads": torch.get_num_threads(), "resumed": resumed,
+        "device": str(trainer.args.device), "machine": machine_info(),
+    }
+
+
+def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, resume: bool = False) -> Artifact:
+    from transformers import AutoTokenizer, Trainer, set_seed
 
     if cfg.task == "multi":  # one encoder, several heads, each on its own dataset: train/multi.py
         from .multi import finetune_multi
@@ -102,23 +140,11 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
 
     ckpt = checkpoint_dir(output)
     resume_from = _prepare_checkpoints(ckpt, cfg, resume, overwrite)
-    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
-    every = _eval_every(steps_per_epoch)
-    args = TrainingArguments(
-        output_dir=str(ckpt), num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
-        lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        eval_strategy="steps", save_strategy="steps", eval_steps=every, save_steps=every, save_total_limit=2,
-        load_best_model_at_end=True, metric_for_best_model=task.selection_metric or task.primary_metric, greater_is_better=True,
-        logging_steps=min(cfg.logging_steps, every), seed=cfg.seed, data_seed=cfg.seed, use_cpu=_use_cpu(cfg.device),
-        report_to="none", dataloader_num_workers=0, disable_tqdm=False,
-    )
+    args = training_arguments(cfg, ckpt, task, len(train_ds))
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
                       data_collator=task.collator(tokenizer), compute_metrics=task.trainer_metrics(dict(enumerate(labels))),
                       callbacks=[LossThroughputCallback()])
-    for cb in list(trainer.callback_handler.callbacks):  # ours (a subclass) draws the bar, with loss and samples/s
-        if type(cb) is ProgressCallback:
-            trainer.remove_callback(cb)
+    use_own_progress_bar(trainer)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume_from else None)
     seconds = time.perf_counter() - started
@@ -127,13 +153,7 @@ def finetune(cfg: FinetuneConfig, output: str | Path, overwrite: bool = False, r
     from ..evaluation import evaluate_model
 
     metrics = evaluate_model(task, model, tokenizer, dev, labels, cfg.max_length, cfg.eval_batch_size)
-    training = {
-        "train_samples": len(train_ds), "epochs": cfg.epochs, "seconds": round(seconds, 1),
-        "samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
-        "final_train_loss": round(result.training_loss, 4), "best_checkpoint": trainer.state.best_model_checkpoint,
-        "threads": torch.get_num_threads(), "resumed": bool(resume_from),
-        "device": str(trainer.args.device), "machine": machine_info(),
-    }
+    training = training_record(trainer, result, len(train_ds), cfg.epochs, seconds, bool(resume_from))
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
