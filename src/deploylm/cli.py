@@ -167,7 +167,8 @@ def inspect(artifact: Path, as_json: bool = typer.Option(False, "--json"),
 # Commands of other parts of deploylm (optimise, serve, ...) register themselves here, each from
 # its own module, so that cli.py does not grow with every capability.
 PLUGIN_MODULES = ("deploylm.optimize.cli", "deploylm.serving.cli", "deploylm.bench.cli", "deploylm.models.cli",
-                  "deploylm.generation.cli", "deploylm.extract_cli")
+                  "deploylm.generation.cli", "deploylm.extract_cli",
+                  "deploylm.compress.prune_cli")
 
 
 def _register_plugins() -> None:

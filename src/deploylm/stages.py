@@ -55,7 +55,8 @@ def _load_optional_stages() -> None:
     """Stages of other packages of deploylm register themselves on import."""
     import importlib
 
-    for module in ("deploylm.optimize.stages",):
+    for module in ("deploylm.optimize.stages",
+                   "deploylm.compress.prune_cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
