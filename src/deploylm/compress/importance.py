@@ -76,6 +76,7 @@ def mask_gradients(model, batches) -> MaskGradients:
     layers = encoder_layers(model)
     size = head_size(model)
     widths = [(l.attention.self.query.out_features // size, l.intermediate.dense.out_features) for l in layers]
+    dtype = next(model.parameters()).dtype
     was_training = model.training
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
@@ -86,8 +87,8 @@ def mask_gradients(model, batches) -> MaskGradients:
     try:
         for batch in batches:
             n = len(batch["input_ids"])
-            hm = [torch.ones(n, h, requires_grad=True) for h, _ in widths]
-            fm = [torch.ones(n, f, requires_grad=True) for _, f in widths]
+            hm = [torch.ones(n, h, dtype=dtype, requires_grad=True) for h, _ in widths]
+            fm = [torch.ones(n, f, dtype=dtype, requires_grad=True) for _, f in widths]
             with unit_masks(model, hm, fm):
                 loss = model(**batch).loss * n
             loss.backward()

@@ -88,7 +88,8 @@ def _structured(model, cfg: PruneConfig, batches) -> dict:
 
         record["retraining_free"]["mask_tuning"] = tune_masks(model, batches, kept_layers, kept_h, kept_f)
     apply_plan(model, kept_layers, kept_h, kept_f)
-    record.update(layers_kept=kept_layers, heads_kept={str(l): masks["heads"][l] for l in kept_layers})
+    record.update(layers_kept=kept_layers, heads_kept={str(l): masks["heads"][l] for l in kept_layers},
+                  ffn_kept={str(l): masks["ffn"][l] for l in kept_layers})
     return record
 
 
