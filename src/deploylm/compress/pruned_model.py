@@ -77,3 +77,36 @@ def _tied(model, key: str) -> bool:
     """Keys safetensors leaves out because they share storage with another (tied embeddings)."""
     tied = getattr(model, "_tied_weights_keys", None) or {}
     return key in tied or "position_ids" in key
+
+
+def fix_fused_heads(parent_dir: Path, onnx_path: Path) -> list[int] | None:
+    """Give each fused Attention node of an exported pruned model its own layer's head count.
+
+    onnxruntime's fusion reads the head count from the graph's Reshape to (…, -1, head_size), finds -1 and falls
+    back to the one num_heads it was given (config.json's, the unpruned count): right for every layer of a plain
+    model, wrong for a layer that lost heads. A node's packed Q/K/V weight [hidden, 3 · heads · head_size] says how
+    many heads its layer kept, and its scale is already 1/√head_size, so setting `num_heads` from that weight is
+    all that is missing. Layers left unfused (a classifier's first-token last layer) need nothing. Returns the
+    head counts set; None for a parent without a pruning spec."""
+    if read_spec(Path(parent_dir)) is None:
+        return None
+    import onnx
+    from onnx import numpy_helper
+
+    cfg = json.loads((Path(parent_dir) / "config.json").read_text())
+    size = cfg["hidden_size"] // cfg["num_attention_heads"]
+    model = onnx.load(str(onnx_path))
+    weights = {t.name: t for t in model.graph.initializer}
+    counts = []
+    for node in model.graph.node:
+        if node.op_type != "Attention" or node.domain != "com.microsoft" or node.input[1] not in weights:
+            continue
+        sizes = next((list(a.ints) for a in node.attribute if a.name == "qkv_hidden_sizes"), None)
+        q_width = sizes[0] if sizes else numpy_helper.to_array(weights[node.input[1]]).shape[1] // 3
+        heads = int(q_width) // size
+        for attr in node.attribute:
+            if attr.name == "num_heads":
+                attr.i = heads
+        counts.append(heads)
+    onnx.save(model, str(onnx_path))
+    return counts
