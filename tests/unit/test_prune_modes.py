@@ -109,8 +109,8 @@ def test_quantize_takes_a_pruned_artifact_unchanged(env):
     root, art, data = env
     pruned = prune(art, PruneConfig(data=str(data), heads=0.5, ffn=0.5, seed=3), root / "to-quantize")
     # This tiny random model (logits of ±8) moves by 0.5-0.9 under int8, its unpruned parent too (0.55 > the 0.5
-    # allowed, measured); the exactness of the
-    # pruned graph is the export test's. This checks quantize takes the artifact and serves its logits.
+    # allowed, measured); the exactness of the pruned graph is the export test's. This checks that quantize takes
+    # the artifact and serves its logits.
     q = quantize(pruned, root / "pruned-int8", "dynamic-int8", gate=GateOptions(data=str(data), allow_slower=True),
                  parity_tolerance=2.0)
     m = Artifact.open(q.path).manifest
@@ -121,3 +121,14 @@ def test_quantize_takes_a_pruned_artifact_unchanged(env):
     reference = forward(load(pruned), IDS).numpy()
     assert np.abs(logits["logits"] - reference).max() <= 2.0
     assert (logits["logits"].argmax(-1) == reference.argmax(-1)).all()
+
+
+def test_token_classification_prunes_and_reloads(tiny_ner, conll_dir, tmp_path):
+    out = prune(tiny_ner, PruneConfig(data=str(conll_dir), heads=0.5, ffn=0.5), tmp_path / "ner-pruned")
+    rec = out.manifest["pruning"]
+    assert sum(s["heads"] for s in rec["shapes"]) == 2 and sum(s["ffn"] for s in rec["shapes"]) == 64
+    assert {"parent", "pruned"} <= set(rec["dev_metrics"]) and "f1" in rec["dev_metrics"]["pruned"]  # seqeval F1
+    model = load(out)
+    with torch.no_grad():
+        logits = model(input_ids=IDS, attention_mask=torch.ones_like(IDS)).logits
+    assert logits.shape == (*IDS.shape, len(tiny_ner.labels))

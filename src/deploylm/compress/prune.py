@@ -114,7 +114,9 @@ def prune(artifact, cfg: PruneConfig, output: str | Path, overwrite: bool = Fals
         check_output(output, overwrite)
     task = task_for(parent)
     data, train, dev = _load_data(cfg, parent, task)
-    cfg = cfg.model_copy(update={"data": cfg.data or data.source, "max_length": cfg.max_length or parent.max_length})
+    # recorded resolved, so that the manifest's config reproduces the run whatever the defaults become
+    cfg = cfg.model_copy(update={"data": cfg.data or data.source, "max_length": cfg.max_length or parent.max_length,
+                                 "importance_samples": cfg.importance_samples or DEFAULT_SAMPLES[cfg.mode]})
     set_seed(cfg.seed)
     tokenizer, labels = load_tokenizer(parent), parent.labels
     label2id = {l: i for i, l in enumerate(labels)}
@@ -129,8 +131,8 @@ def prune(artifact, cfg: PruneConfig, output: str | Path, overwrite: bool = Fals
     else:
         from ..train.finetune import train_subset
 
-        n = cfg.importance_samples or DEFAULT_SAMPLES[cfg.mode]
-        batches = importance_batches(task, train_subset(train, n, cfg.seed), tokenizer, label2id, cfg.max_length)
+        batches = importance_batches(task, train_subset(train, cfg.importance_samples, cfg.seed), tokenizer, label2id,
+                                     cfg.max_length)
         record = {"method": "structured", "mode": cfg.mode, **_structured(model, cfg, batches)}
     metrics["pruned"] = _evaluate(task, model, tokenizer, dev, labels, cfg.max_length, cfg)
     training = None
