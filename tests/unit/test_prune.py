@@ -184,3 +184,24 @@ def test_missing_data_is_refused(env, tmp_path):
     with pytest.raises(DataError):
         prune(art, PruneConfig(data=str(tmp_path / "nope"), heads=0.5), tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_the_runner_serve_and_bench_use_takes_a_pruned_artifact(env):
+    """open_runner is what serve, bench, eval and the gates open an artifact with."""
+    import numpy as np
+
+    from deploylm.artifacts import Artifact
+    from deploylm.config import EvalConfig
+    from deploylm.evaluation import evaluate
+    from deploylm.runtime import open_runner
+
+    root, art, data = env
+    out = prune(art, PruneConfig(data=str(data), heads=0.5, ffn=0.5), root / "p-runner")
+    reopened = Artifact.open(out.path)
+    runner = open_runner(reopened)
+    ids = IDS.numpy()
+    got = runner.run({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+    assert runner.backend == "torch"
+    assert np.allclose(got["logits"], forward(load(out), IDS).numpy(), atol=1e-5)
+    record = evaluate(reopened, EvalConfig(data=str(data)))
+    assert record["accuracy"] == out.manifest["metrics"]["data:dev"]["accuracy"]  # the metric prune recorded
