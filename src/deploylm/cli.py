@@ -168,7 +168,7 @@ def inspect(artifact: Path, as_json: bool = typer.Option(False, "--json"),
 # its own module, so that cli.py does not grow with every capability.
 PLUGIN_MODULES = ("deploylm.optimize.cli", "deploylm.serving.cli", "deploylm.bench.cli", "deploylm.models.cli",
                   "deploylm.generation.cli", "deploylm.extract_cli", "deploylm.report.cli",
-                  "deploylm.compress.distill_cli")
+                  "deploylm.compress.distill_cli", "deploylm.compress.prune_cli")
 
 
 def _register_plugins() -> None:

@@ -133,3 +133,30 @@ class DistillConfig(DataConfig):
     seed: int = _TRAINING["seed"]
     device: Literal["auto", "cpu", "cuda"] = _TRAINING["device"]
     logging_steps: int = _TRAINING["logging_steps"]
+
+
+class PruneConfig(DataConfig):
+    """deploylm prune (compress/prune.py). Fractions are of the units removed; None/0: that kind untouched."""
+
+    data: str | None = Field(default=None, description="task data (importance, recovery, dev metric); default: the parent's")
+    heads: float | None = Field(default=None, ge=0, lt=1, description="fraction of all attention heads removed")
+    ffn: float | None = Field(default=None, ge=0, lt=1, description="fraction of all FFN neurons removed")
+    layers: int | None = Field(default=None, ge=0, description="whole encoder layers removed")
+    unstructured: float | None = Field(default=None, ge=0, lt=1, description="fraction of encoder Linear weights zeroed")
+    mode: Literal["recover", "retraining-free"] = "recover"
+    mask_tuning: bool = Field(default=True, description="retraining-free: least-squares tuning of the kept masks")
+    # default: 256 (recover), 2048 (retraining-free, the 'few thousand' of Kwon et al.)
+    importance_samples: int | None = Field(default=None, gt=0)
+    recover_epochs: float = Field(default=0.0, ge=0)
+    distill_from_parent: bool = False
+    temperature: float = Field(default=2.0, gt=0)
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    learning_rate: float = Field(default=3e-5, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    eval_batch_size: int = Field(default=64, gt=0)
+    max_length: int | None = Field(default=None, gt=1, le=8192, description="default: the parent's")
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    logging_steps: int = Field(default=50, gt=0)

@@ -55,7 +55,7 @@ def _load_optional_stages() -> None:
     """Stages of other packages of deploylm register themselves on import."""
     import importlib
 
-    for module in ("deploylm.optimize.stages", "deploylm.compress.distill"):
+    for module in ("deploylm.optimize.stages", "deploylm.compress.distill", "deploylm.compress.prune_cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -80,6 +80,9 @@ def build_onnx_files(parent: Artifact, dest: Path, optimize: str | None, cfg: di
         if optimize:
             done["fused_ops"] = fuse_onnx(raw, dest / "model.onnx", optimize, SUPPORTED_ARCHS[cfg["model_type"]],
                                           cfg["num_attention_heads"], cfg["hidden_size"])
+            from ..compress.pruned_model import fix_fused_heads  # a pruned parent's per-layer head counts
+
+            fix_fused_heads(parent.path, dest / "model.onnx")
         else:
             shutil.move(str(raw), dest / "model.onnx")
     copy_aux_files(parent.path, dest)

@@ -126,7 +126,10 @@ class Task:
                 label2id={l: i for i, l in enumerate(labels)},
                 ignore_mismatched_sizes=True,
             )
-        return auto.from_pretrained(location, **kwargs)
+        from ..compress.pruned_model import load_if_pruned  # per-layer shapes config.json cannot express
+
+        pruned = load_if_pruned(auto, location, **kwargs)
+        return pruned if pruned is not None else auto.from_pretrained(location, **kwargs)
 
     def output_rows(self, outputs: dict[str, np.ndarray], row: int, n_tokens: int) -> dict[str, np.ndarray]:
         """One feature's share of a batch's outputs: token-level ones cut to its n_tokens (padding dropped)."""
